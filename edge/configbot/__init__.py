@@ -1,0 +1,1 @@
+"""tether.edge.configbot."""

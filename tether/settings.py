@@ -1,0 +1,135 @@
+"""Settings: the one module that reads the environment.
+
+Every other module takes its configuration from `settings()` (or from explicit
+arguments), never from `os.environ`, so a reader finds every knob of the
+deployment here, with its default and its meaning.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+__all__ = ["Settings", "SettingsError", "settings", "override"]
+
+DEFAULT_ENDPOINT = "tcp/127.0.0.1:7447"
+
+
+class SettingsError(ValueError):
+    """A setting from the environment breaks a rule; the message names the variable and the fix."""
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _port(name: str, value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a TCP port number, but got {value!r}; set e.g. {name}=8000") from None
+    if not 0 < port < 65536:
+        raise SettingsError(f"{name} must satisfy 0 < port < 65536, but got {port}")
+    return port
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The deployment's settings. Defaults run the whole stack on this machine, loopback only."""
+
+    # The bus. `connect`: routers a node or command joins (TETHER_CONNECT, comma separated).
+    # `listen`: where `tether up` / `tether launch` host a router when none answers (TETHER_LISTEN).
+    connect: tuple[str, ...] = (DEFAULT_ENDPOINT,)
+    listen: tuple[str, ...] = (DEFAULT_ENDPOINT,)
+    # A Zenoh JSON5 file merged over tether's defaults: TLS, access control, multi-host (TETHER_ZENOH_CONFIG).
+    zenoh_config: Path | None = None
+    # Zenoh ids allowed to set parameters over the bus; empty = anyone on the bus (TETHER_ALLOWED_CONFIGURERS).
+    allowed_configurers: tuple[str, ...] = ()
+    # Payloads above this many bytes are dropped and counted (TETHER_MAX_MESSAGE_BYTES).
+    max_message_bytes: int = 64 * 1024 * 1024
+    # Trained artefacts (models, checkpoints, indexes): never in git (TETHER_ARTEFACTS).
+    artefacts: Path = field(default_factory=lambda: Path.home() / ".cache" / "tether")
+    # The shared LM server's address, where SpeQL, Patchwork and others find it (TETHER_LM_HOST/PORT).
+    lm_host: str = "127.0.0.1"
+    lm_port: int = 8000
+    # A GGUF or safetensors Llama checkpoint to serve instead of the embedded SmolLM2 (TETHER_LM_MODEL).
+    lm_model: Path | None = None
+    # Ray cluster address; empty = a local Ray started by the service (TETHER_RAY_ADDRESS).
+    ray_address: str = ""
+    # Prometheus endpoint of `tether metrics` (TETHER_METRICS_PORT).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        kw: dict = {}
+        if v := env.get("TETHER_CONNECT"):
+            kw["connect"] = _split(v)
+        if v := env.get("TETHER_LISTEN"):
+            kw["listen"] = _split(v)
+        if v := env.get("TETHER_ZENOH_CONFIG"):
+            path = Path(v).expanduser()
+            if not path.is_file():
+                raise SettingsError(
+                    f"TETHER_ZENOH_CONFIG must name a Zenoh JSON5 config file, but {path} does not exist"
+                )
+            kw["zenoh_config"] = path
+        if v := env.get("TETHER_ALLOWED_CONFIGURERS"):
+            kw["allowed_configurers"] = _split(v)
+        if v := env.get("TETHER_MAX_MESSAGE_BYTES"):
+            try:
+                kw["max_message_bytes"] = int(v)
+            except ValueError:
+                raise SettingsError(f"TETHER_MAX_MESSAGE_BYTES must be an integer, but got {v!r}") from None
+        if v := env.get("TETHER_ARTEFACTS"):
+            kw["artefacts"] = Path(v).expanduser()
+        elif v := env.get("XDG_CACHE_HOME"):
+            kw["artefacts"] = Path(v).expanduser() / "tether"
+        if v := env.get("TETHER_LM_HOST"):
+            kw["lm_host"] = v
+        if v := env.get("TETHER_LM_PORT"):
+            kw["lm_port"] = _port("TETHER_LM_PORT", v)
+        if v := env.get("TETHER_LM_MODEL"):
+            kw["lm_model"] = Path(v).expanduser()
+        if v := env.get("TETHER_RAY_ADDRESS"):
+            kw["ray_address"] = v
+        if v := env.get("TETHER_METRICS_PORT"):
+            kw["metrics_port"] = _port("TETHER_METRICS_PORT", v)
+        if v := env.get("TETHER_LOG_LEVEL"):
+            kw["log_level"] = v.upper()
+        s = cls(**kw)
+        for ep in s.connect + s.listen:
+            if "/" not in ep:
+                raise SettingsError(
+                    f"a Zenoh endpoint has the form proto/host:port, but got {ep!r}; e.g. tcp/127.0.0.1:7447"
+                )
+        if s.max_message_bytes <= 0:
+            raise SettingsError(f"TETHER_MAX_MESSAGE_BYTES must be > 0, but got {s.max_message_bytes}")
+        return s
+
+    def artefact_dir(self, *parts: str) -> Path:
+        """A folder under the artefacts root, created on first use."""
+        path = self.artefacts.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+_current: Settings | None = None
+
+
+def settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    global _current
+    if _current is None:
+        _current = Settings.from_env()
+    return _current
+
+
+def override(**changes) -> Settings:
+    """Replace some settings for this process (tests, and CLI options such as --connect)."""
+    global _current
+    _current = replace(settings(), **changes)
+    return _current
