@@ -1,1 +1,4 @@
-"""tether.cloud.data."""
+"""Loaders of the offline corpora several systems share; one module per corpus, nothing downloads.
+
+Import the loader module you need (`tether.cloud.data.gutenberg`, `.sharegpt`, `.qa`).
+"""
