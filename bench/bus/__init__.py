@@ -1,0 +1,1 @@
+"""tether bench bus: throughput and latency of the Node API against raw Zenoh."""
