@@ -29,7 +29,9 @@ def _port(name: str, value: str) -> int:
     try:
         port = int(value)
     except ValueError:
-        raise SettingsError(f"{name} must be a TCP port number, but got {value!r}; set e.g. {name}=8000") from None
+        raise SettingsError(
+            f"{name} must be a TCP port number, but got {value!r}; set e.g. {name}=8000"
+        ) from None
     if not 0 < port < 65536:
         raise SettingsError(f"{name} must satisfy 0 < port < 65536, but got {port}")
     return port
@@ -65,6 +67,8 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
     log_level: str = "INFO"
+    # Transport under the Node API: "zenoh" everywhere, or "rclpy" on a ROS 2 machine (TETHER_TRANSPORT).
+    transport: str = "zenoh"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -106,6 +110,10 @@ class Settings:
             kw["metrics_port"] = _port("TETHER_METRICS_PORT", v)
         if v := env.get("TETHER_LOG_LEVEL"):
             kw["log_level"] = v.upper()
+        if v := env.get("TETHER_TRANSPORT"):
+            if v not in ("zenoh", "rclpy"):
+                raise SettingsError(f"TETHER_TRANSPORT must be 'zenoh' or 'rclpy', but got {v!r}")
+            kw["transport"] = v
         s = cls(**kw)
         for ep in s.connect + s.listen:
             if "/" not in ep:

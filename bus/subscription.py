@@ -1,0 +1,124 @@
+"""Subscriptions: size check, gap count and rate cap on arrival; decoding and the callback on the executor.
+
+Arrival (transport thread): oversized payloads are dropped and counted; sequence gaps in the
+attachment count as dropped; the `rate_cap.<topic>` parameter withholds messages beyond the cap;
+the message joins a queue of at most `depth` (older ones are dropped and counted, ROS 2's
+KEEP_LAST). On the executor: decode (malformed payloads are dropped and counted), measure
+end-to-end latency from `header.stamp`, run the callback and time it.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from tether.bus.messages import MessageError, deserialize
+from tether.bus.publisher import ATTACHMENT
+from tether.bus.qos import QoSProfile
+from tether.bus.transport._base import Closable
+
+if TYPE_CHECKING:
+    from tether.bus.node import Node
+    from tether.bus.telemetry import Counter, LatencyWindow
+
+__all__ = ["Subscription"]
+
+
+class Subscription:
+    """Created by `Node.create_subscription`. `raw=True` hands the callback CDR bytes undecoded."""
+
+    def __init__(
+        self,
+        node: Node,
+        msg_type: type,
+        type_name: str,
+        topic: str,
+        declared: str,
+        qos: QoSProfile,
+        callback: Callable[[Any], None],
+        counter: Counter,
+        e2e: LatencyWindow,
+        raw: bool = False,
+    ) -> None:
+        self.node = node
+        self.msg_type = msg_type
+        self.type_name = type_name
+        self.topic_name = topic
+        self.declared_name = declared
+        self.qos_profile = qos
+        self.callback = callback
+        self.raw = raw
+        self._counter = counter
+        self._e2e = e2e
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._last_seq: dict[int, int] = {}
+        self._cap_period = 0.0
+        self._next_allowed = 0.0
+        self._max_bytes = node._max_message_bytes
+        self._has_header = "header" in getattr(msg_type, "__dataclass_fields__", {})
+        self._handle: Closable | None = None
+        self._token: Closable | None = None
+
+    @property
+    def topic(self) -> str:
+        return self.topic_name
+
+    def set_rate_cap(self, hz: float) -> None:
+        """Deliver at most `hz` messages per second (0 = no cap)."""
+        self._cap_period = 1.0 / hz if hz > 0 else 0.0
+        self._next_allowed = 0.0
+
+    # -- transport thread ---------------------------------------------------------------------
+    def _on_sample(self, payload: bytes, attachment: bytes | None) -> None:
+        tel = self.node.telemetry
+        if len(payload) > self._max_bytes:
+            tel.oversized.value += 1
+            return
+        if attachment is not None and len(attachment) == ATTACHMENT.size:
+            pub_id, seq, _ = ATTACHMENT.unpack(attachment)
+            last = self._last_seq.get(pub_id)
+            if last is not None and seq > last + 1:
+                tel.dropped.value += seq - last - 1
+            self._last_seq[pub_id] = seq
+        if self._cap_period:
+            now = time.monotonic()
+            if now < self._next_allowed:
+                tel.rate_capped.value += 1
+                return
+            self._next_allowed = max(self._next_allowed, now - self._cap_period) + self._cap_period
+        if len(self._pending) >= self.qos_profile.depth:
+            self._pending.popleft()
+            tel.dropped.value += 1
+        self._pending.append(payload)
+        self.node.executor.post(self._deliver)
+
+    # -- executor -----------------------------------------------------------------------------
+    def _deliver(self) -> None:
+        try:
+            payload = self._pending.popleft()
+        except IndexError:  # the message this item stood for was dropped from a full queue
+            return
+        if self.raw:
+            msg = payload
+        else:
+            try:
+                msg = deserialize(payload, self.type_name)
+            except MessageError:
+                self.node.telemetry.malformed.value += 1
+                return
+            if self._has_header:
+                stamp = msg.header.stamp
+                sent_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+                if sent_ns:
+                    self._e2e.add((self.node.get_clock().now().nanoseconds - sent_ns) / 1e6)
+        self._counter.value += 1
+        self.node._run_callback(self.callback, (msg,))
+
+    def destroy(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        if self._token is not None:
+            self._token.close()
+        self.node._forget(self)
