@@ -21,8 +21,13 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """tether: an edge-to-cloud systems stack for robots (ROS 2 messages over Zenoh)."""
 
 
 def _entry_points(group: str) -> dict[str, metadata.EntryPoint]:
@@ -36,9 +41,13 @@ def _entry_points(group: str) -> dict[str, metadata.EntryPoint]:
 def bench_cmd(
     ctx: typer.Context,
     system: str = typer.Argument(..., help="The system to benchmark (see `tether bench list`)."),
-    quick: bool = typer.Option(False, "--quick", help="Tiny sizes, < 60 s: checks the contract, not the targets."),
+    quick: bool = typer.Option(
+        False, "--quick", help="Tiny sizes, < 60 s: checks the contract, not the targets."
+    ),
     large: bool = typer.Option(False, "--large", help="Larger sizes (for a GPU or a bigger machine)."),
-    out: Path = typer.Option(Path("bench/results"), "--out", help="Folder for <system>.json and <system>.png."),
+    out: Path = typer.Option(
+        Path("bench/results"), "--out", help="Folder for <system>.json and <system>.png."
+    ),
 ) -> None:
     """Run a system's benchmark against its baseline and write the contract's JSON and plot."""
     from tether.bench import BenchContext, write_report

@@ -1,0 +1,1 @@
+"""The bus commands of `tether` (filled in below); registered on import."""
