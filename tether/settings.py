@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["Settings", "SettingsError", "settings", "override"]
+__all__ = ["Settings", "SettingsError", "settings", "override", "process_environ"]
 
 DEFAULT_ENDPOINT = "tcp/127.0.0.1:7447"
 
@@ -69,6 +69,9 @@ class Settings:
     log_level: str = "INFO"
     # Transport under the Node API: "zenoh" everywhere, or "rclpy" on a ROS 2 machine (TETHER_TRANSPORT).
     transport: str = "zenoh"
+    # ROS 2 install prefixes (AMENT_PREFIX_PATH, as a sourced workspace sets it): where `tether launch`
+    # finds `$(find-pkg-share pkg)` and node executables that are not tether entry points.
+    ament_prefix_path: tuple[Path, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -114,6 +117,8 @@ class Settings:
             if v not in ("zenoh", "rclpy"):
                 raise SettingsError(f"TETHER_TRANSPORT must be 'zenoh' or 'rclpy', but got {v!r}")
             kw["transport"] = v
+        if v := env.get("AMENT_PREFIX_PATH"):
+            kw["ament_prefix_path"] = tuple(Path(p) for p in v.split(os.pathsep) if p)
         s = cls(**kw)
         for ep in s.connect + s.listen:
             if "/" not in ep:
@@ -140,6 +145,12 @@ def settings() -> Settings:
     if _current is None:
         _current = Settings.from_env()
     return _current
+
+
+def process_environ() -> dict[str, str]:
+    """A copy of the process environment: what a launch file's `$(env X)` reads and launched processes
+    inherit (data handed through, not a tether setting)."""
+    return dict(os.environ)
 
 
 def override(**changes) -> Settings:
