@@ -72,6 +72,9 @@ class Settings:
     # ROS 2 install prefixes (AMENT_PREFIX_PATH, as a sourced workspace sets it): where `tether launch`
     # finds `$(find-pkg-share pkg)` and node executables that are not tether entry points.
     ament_prefix_path: tuple[Path, ...] = ()
+    # OpenGL backend of the simulator's offscreen camera (MUJOCO_GL, which MuJoCo reads at import):
+    # "egl" where an NVIDIA GPU is present, else "osmesa" (CPU; Debian's libosmesa6).
+    mujoco_gl: str = field(default_factory=lambda: "egl" if Path("/dev/nvidiactl").exists() else "osmesa")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -117,6 +120,10 @@ class Settings:
             if v not in ("zenoh", "rclpy"):
                 raise SettingsError(f"TETHER_TRANSPORT must be 'zenoh' or 'rclpy', but got {v!r}")
             kw["transport"] = v
+        if v := env.get("MUJOCO_GL"):
+            if v.lower() not in ("egl", "osmesa", "glfw", "glx", "disable"):
+                raise SettingsError(f"MUJOCO_GL must be one of egl, osmesa, glfw, glx, disable, but got {v!r}")
+            kw["mujoco_gl"] = v.lower()
         if v := env.get("AMENT_PREFIX_PATH"):
             kw["ament_prefix_path"] = tuple(Path(p) for p in v.split(os.pathsep) if p)
         s = cls(**kw)
