@@ -11,7 +11,6 @@ import logging
 import threading
 
 from tether.bus.transport._base import Transport
-
 from tether.settings import settings
 
 __all__ = ["Context", "default_context", "init", "ok", "shutdown"]

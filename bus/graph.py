@@ -2,7 +2,7 @@
 
 Keys (an '@' chunk is matched only verbatim, so `**` subscriptions never see them):
 `@tether/node/<node>/<pid>`, `@tether/pub/<topic>/<type>/<node>`, `@tether/sub/...`, `@tether/srv/...`,
-where each name has its slashes written as '%'.
+where each name has its slashes written as '%' and its '*' as '~'.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ GRAPH_ROOT = "@tether"
 
 
 def _esc(name: str) -> str:
-    return name.replace("/", "%") or "%"
+    # '*' is a wildcard in keys, so a wildcard subscription's name is written with '~' instead.
+    return name.replace("/", "%").replace("*", "~") or "%"
 
 
 def _unesc(chunk: str) -> str:
-    return chunk.replace("%", "/")
+    return chunk.replace("%", "/").replace("~", "*")
 
 
 def node_key(node_fqn: str, pid: int, identity: str) -> str:

@@ -41,7 +41,7 @@ def resolve(name: str, namespace: str = "", node: str = "", remaps: dict[str, st
     ns = _normalise_ns(namespace)
     full = resolve_plain(name, ns, node)
     for token in full.split("/")[1:]:
-        if not re.match(r"^[A-Za-z0-9_]+$", token):
+        if not re.match(r"^[A-Za-z0-9_]+$", token) and token not in ("*", "**"):
             raise NameError_(f"name {name!r} has an invalid part {token!r}: use letters, digits and '_'")
     if remaps:
         for src, dst in remaps.items():

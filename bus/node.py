@@ -38,7 +38,6 @@ from tether.bus.service import Client, Service
 from tether.bus.subscription import Subscription
 from tether.bus.telemetry import Counter, LatencyWindow, TelemetryCollector
 from tether.bus.timer import Timer
-
 from tether.settings import settings
 
 __all__ = ["Node"]
@@ -140,9 +139,7 @@ class Node:
         tname = type_name(msg_type)
         cls = get_type(tname)
         full = self.resolve_topic_name(topic)
-        counter = self.telemetry.pub_counts.setdefault(
-            dotted(topic.lstrip("~")), Counter()
-        )
+        counter = self.telemetry.pub_counts.setdefault(dotted(topic.lstrip("~")), Counter())
         raw = self.transport.publisher(full, tname, qos)
         token = self.transport.declare_token(entity_key("pub", full, tname, self._fqn))
         pub = Publisher(self, cls, tname, full, topic, qos, raw, token, counter)
@@ -419,7 +416,8 @@ class Node:
         topics: dict[str, set[str]] = {}
         for kind in ("pub", "sub"):
             for e in self._graph(kind):
-                topics.setdefault(e.name, set()).add(e.type_name)
+                if "*" not in e.name:  # a wildcard subscription is not a topic
+                    topics.setdefault(e.name, set()).add(e.type_name)
         return [(t, sorted(ts)) for t, ts in sorted(topics.items())]
 
     def get_service_names_and_types(self, filter_name: str | None = None) -> list[tuple[str, list[str]]]:

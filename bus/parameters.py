@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from tether.bus.messages import get_type
 
 __all__ = [

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import zenoh
+
 from tether.bus.transport.zenoh import zenoh_config
 
 __all__ = ["Router", "endpoint_answers"]

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 
 from tether.bus.context import init, shutdown
 from tether.bus.node import Node
-
 from tether.settings import settings
 
 __all__ = ["run_node", "setup_logging"]

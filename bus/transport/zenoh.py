@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import zenoh
+from zenoh import ext as zext
+
 from tether.bus.names import key_of
 from tether.bus.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from tether.bus.transport._base import (
@@ -24,7 +26,6 @@ from tether.bus.transport._base import (
     Transport,
     TransportError,
 )
-from zenoh import ext as zext
 
 __all__ = ["ZenohTransport", "open_session", "zenoh_config"]
 
