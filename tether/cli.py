@@ -107,7 +107,12 @@ def _mount_plugins() -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:  # noqa: UP045 - typer needs Optional on 3.10
-    from tether import _cli_bus  # noqa: F401  (registers the bus commands on `app`)
+    from tether import (
+        _cli_bus,  # noqa: F401  (registers the bus commands on `app`)
+        _cli_launch,
+    )
+
+    _cli_launch.register(app)
 
     _mount_plugins()
     app(args=argv)
