@@ -116,7 +116,3 @@ def main(argv: Optional[list[str]] = None) -> None:  # noqa: UP045 - typer needs
 
     _mount_plugins()
     app(args=argv)
-
-
-if __name__ == "__main__":
-    main()
