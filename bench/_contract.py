@@ -17,7 +17,16 @@ from typing import Any, Literal
 
 Direction = Literal["higher", "lower"]
 
-KEY_PACKAGES = ("torch", "eclipse-zenoh", "rosbags", "mujoco", "onnxruntime", "optuna", "ray", "torch_geometric")
+KEY_PACKAGES = (
+    "torch",
+    "eclipse-zenoh",
+    "rosbags",
+    "mujoco",
+    "onnxruntime",
+    "optuna",
+    "ray",
+    "torch_geometric",
+)
 
 
 @dataclass

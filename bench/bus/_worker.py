@@ -19,6 +19,7 @@ END = b"__end__"
 
 def _payload_msg(size: int):
     import numpy as np
+
     from tether.bus.messages import get_type
 
     Payload = get_type("tether_msgs/msg/Payload")
@@ -47,6 +48,7 @@ def run_sub(api: str, endpoint: str, duration: float) -> None:
 
     if api == "raw":
         import zenoh
+
         from tether.bus.transport.zenoh import zenoh_config
 
         session = zenoh.open(zenoh_config("client", connect=[endpoint]))
@@ -72,7 +74,6 @@ def run_sub(api: str, endpoint: str, duration: float) -> None:
         session.close()
     else:
         from tether.bus import Node, QoSProfile, get_type, init, shutdown, spin_in_background
-
         from tether.settings import override
 
         override(connect=(endpoint,))
@@ -108,6 +109,7 @@ def run_pub(api: str, endpoint: str, size: int, count: int, rate: float) -> None
     period = 1.0 / rate if rate > 0 else 0.0
     if api == "raw":
         import zenoh
+
         from tether.bus.messages import serialize
         from tether.bus.transport.zenoh import zenoh_config
 
@@ -135,7 +137,6 @@ def run_pub(api: str, endpoint: str, size: int, count: int, rate: float) -> None
         session.close()
         return
     from tether.bus import Node, QoSProfile, get_type, init, shutdown
-
     from tether.settings import override
 
     override(connect=(endpoint,))
