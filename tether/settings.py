@@ -122,7 +122,9 @@ class Settings:
             kw["transport"] = v
         if v := env.get("MUJOCO_GL"):
             if v.lower() not in ("egl", "osmesa", "glfw", "glx", "disable"):
-                raise SettingsError(f"MUJOCO_GL must be one of egl, osmesa, glfw, glx, disable, but got {v!r}")
+                raise SettingsError(
+                    f"MUJOCO_GL must be one of egl, osmesa, glfw, glx, disable, but got {v!r}"
+                )
             kw["mujoco_gl"] = v.lower()
         if v := env.get("AMENT_PREFIX_PATH"):
             kw["ament_prefix_path"] = tuple(Path(p) for p in v.split(os.pathsep) if p)
