@@ -203,3 +203,85 @@ def play_cmd(
         time.sleep(0.3)
     for topic, n in sorted(counts.items()):
         console.print(f"  {topic}: {n} messages", highlight=False)
+
+
+def _default_stack() -> tuple[Path, dict[str, str]]:
+    """The stack `tether up` brings up: the simulated robot when its nodes are installed, else the demo pair."""
+    from tether.launch import find_pkg_share
+    from tether.launch.packages import node_entry_points
+    from tether.settings import settings
+
+    root = find_pkg_share("tether", settings().ament_prefix_path)
+    robot = root / "launch" / "sim_robot.launch.yaml"
+    if robot.is_file() and "tether_robot.sim" in node_entry_points():
+        return robot, {}
+    return root / "launch" / "demo.launch.yaml", {}
+
+
+@app.command("up")
+def up(
+    duration: float = typer.Option(120.0, "--duration", help="Seconds to run (0 = until Ctrl-C)."),
+    launch_file: Optional[Path] = typer.Option(
+        None, "--launch", help="Launch file (default: the robot stack)."
+    ),
+    hardware_profile: Optional[str] = typer.Option(
+        None, "--hardware-profile", help="Limit the stack's CPU as NAME[:MODE] would (edge cgroup hook)."
+    ),
+    view: bool = typer.Option(True, "--view/--no-view", help="Show the live telemetry view while running."),
+    args: Optional[list[str]] = typer.Argument(None, help="Launch arguments NAME:=VALUE."),
+) -> None:
+    """Bring the stack up on this machine: the bus router, the launch file's nodes, a live view, a report."""
+    from rich.live import Live
+
+    from tether._cli_bus import cli_node
+    from tether._cli_launch import _bus_router
+    from tether.launch import LaunchError, LaunchService, load_hooks, parse_cli_args, parse_launch_file
+
+    path, launch_args = (launch_file, {}) if launch_file else _default_stack()
+    launch_args.update(parse_cli_args(args or []))
+    if hardware_profile:
+        launch_args["hardware_profile"] = hardware_profile
+    try:
+        description = parse_launch_file(path, launch_args)
+        hooks = load_hooks(description.launch_args)
+    except LaunchError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"tether up: {path} for {'ever (Ctrl-C stops)' if not duration else f'{duration:g} s'}")
+    with _bus_router(True, err), cli_node() as node:
+        board = TelemetryBoard(node)
+        lines: list[str] = []
+        service = LaunchService(description, hooks=hooks, duration=duration or None, output=lines.append)
+        done = threading.Event()
+
+        def watch() -> None:
+            if not view:
+                done.wait()
+                return
+            with Live(render_top(board), console=console, refresh_per_second=1, transient=False) as live:
+                while not done.wait(1.0):
+                    for line in lines[-5:]:
+                        live.console.print(line, highlight=False, markup=False)
+                    lines.clear()
+                    live.update(render_top(board))
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            summary = service.run()
+        finally:
+            done.set()
+            watcher.join(timeout=3)
+        final = board.snapshot(max_age=10.0)
+    console.print(f"\n[bold]report[/]: {summary.reason.value} after {summary.wall_s:.1f} s")
+    for row in summary.rows():
+        console.print("  " + "  ".join(row), highlight=False)
+    for fqn, m in final.items():
+        rates = ", ".join(
+            f"{k[5:]} {v:.1f} Hz"
+            for k, v in sorted(m.items())
+            if k.startswith("rate.") and "telemetry" not in k
+        )
+        console.print(f"  {fqn}: cpu {m.get('cpu.percent', 0):.0f}%  {rates}", highlight=False)
+    if not summary.ok:
+        raise typer.Exit(1)
