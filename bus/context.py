@@ -44,9 +44,12 @@ class Context:
 
             self.mode = "rclpy"
             return RclpyTransport()
+        from tether.bus.security import client_auth
         from tether.bus.transport.zenoh import ZenohTransport, open_session
 
-        session, mode = open_session(s.connect, extra_file=s.zenoh_config, allow_peer=self._allow_peer)
+        session, mode = open_session(
+            s.connect, extra_file=s.zenoh_config, allow_peer=self._allow_peer, auth=client_auth(s)
+        )
         if mode == "peer":
             log.warning(
                 "no router answers at %s: running on a standalone peer session (only this process "

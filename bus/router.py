@@ -61,6 +61,15 @@ class Router:
             ) from None
         log.info("hosting the bus router on %s", ", ".join(self.listen))
 
+    @classmethod
+    def from_settings(cls) -> Router:
+        """Host (or join) the router the settings describe, with their access control."""
+        from tether.bus.security import router_access_control
+        from tether.settings import settings
+
+        s = settings()
+        return cls(s.listen, s.connect, extra_file=s.zenoh_config, extra=router_access_control(s))
+
     @property
     def hosted(self) -> bool:
         return self.session is not None

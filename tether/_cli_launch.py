@@ -66,12 +66,9 @@ def _bus_router(enabled: bool, err: Console):
         yield None
         return
     from tether.bus.router import Router
-    from tether.settings import settings
-
-    s = settings()
     try:
-        router = Router(s.listen, s.connect, extra_file=s.zenoh_config)
-    except RuntimeError as exc:
+        router = Router.from_settings()
+    except (RuntimeError, ValueError) as exc:
         err.print(f"[yellow]warning:[/] {exc}; nodes will look for the bus on their own")
         yield None
         return

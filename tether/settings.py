@@ -47,8 +47,16 @@ class Settings:
     listen: tuple[str, ...] = (DEFAULT_ENDPOINT,)
     # A Zenoh JSON5 file merged over tether's defaults: TLS, access control, multi-host (TETHER_ZENOH_CONFIG).
     zenoh_config: Path | None = None
-    # Zenoh ids allowed to set parameters over the bus; empty = anyone on the bus (TETHER_ALLOWED_CONFIGURERS).
+    # Who may set parameters over the bus (tether.bus.security). Empty = anyone who can reach the
+    # router (the loopback default's trust model). Names are users of `users_file`, authenticated
+    # by the transport (TETHER_ALLOWED_CONFIGURERS, comma separated).
     allowed_configurers: tuple[str, ...] = ()
+    # The router's user dictionary, one `user:password` a line (TETHER_USERS_FILE); with it, only
+    # listed users can join the bus.
+    users_file: Path | None = None
+    # This process's own credentials on the bus (TETHER_USER, TETHER_PASSWORD).
+    user: str = ""
+    password: str = field(default="", repr=False)
     # Payloads above this many bytes are dropped and counted (TETHER_MAX_MESSAGE_BYTES).
     max_message_bytes: int = 64 * 1024 * 1024
     # Trained artefacts (models, checkpoints, indexes): never in git (TETHER_ARTEFACTS).
@@ -93,6 +101,17 @@ class Settings:
             kw["zenoh_config"] = path
         if v := env.get("TETHER_ALLOWED_CONFIGURERS"):
             kw["allowed_configurers"] = _split(v)
+        if v := env.get("TETHER_USERS_FILE"):
+            path = Path(v).expanduser()
+            if not path.is_file():
+                raise SettingsError(
+                    f"TETHER_USERS_FILE must name a file of user:password lines, but {path} does not exist"
+                )
+            kw["users_file"] = path
+        if v := env.get("TETHER_USER"):
+            kw["user"] = v
+        if v := env.get("TETHER_PASSWORD"):
+            kw["password"] = v
         if v := env.get("TETHER_MAX_MESSAGE_BYTES"):
             try:
                 kw["max_message_bytes"] = int(v)

@@ -63,7 +63,11 @@ def zenoh_config(
 
 
 def open_session(
-    connect: Iterable[str], *, extra_file: Path | None = None, allow_peer: bool = True
+    connect: Iterable[str],
+    *,
+    extra_file: Path | None = None,
+    allow_peer: bool = True,
+    auth: dict | None = None,
 ) -> tuple[zenoh.Session, str]:
     """Join a router as a client; with none reachable, a lone peer session (when allowed).
 
@@ -75,7 +79,7 @@ def open_session(
             "client",
             connect=connect,
             extra_file=extra_file,
-            extra={"connect/timeout_ms": 2000, "connect/exit_on_failure": True},
+            extra={"connect/timeout_ms": 2000, "connect/exit_on_failure": True, **(auth or {})},
         )
         return zenoh.open(conf), "client"
     except zenoh.ZError as exc:
