@@ -66,6 +66,7 @@ def _bus_router(enabled: bool, err: Console):
         yield None
         return
     from tether.bus.router import Router
+
     try:
         router = Router.from_settings()
     except (RuntimeError, ValueError) as exc:

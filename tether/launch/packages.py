@@ -34,9 +34,9 @@ RUN_NODE_MODULE = "tether.launch.run_node"
 
 def repo_root() -> Path | None:
     """The source checkout holding this package (editable install), or None for an installed wheel."""
-    import tether
-
-    root = Path(tether.__file__).resolve().parent.parent
+    # From this file, not `tether.__file__`: a `tests/tether/` folder on pytest's pythonpath turns
+    # `tether` into a namespace package there (no __file__), while submodules still resolve here.
+    root = Path(__file__).resolve().parents[2]
     return root if (root / "pyproject.toml").is_file() else None
 
 
