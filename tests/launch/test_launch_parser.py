@@ -35,7 +35,7 @@ def test_main_file_resolves_substitutions_groups_includes_and_params(data_dir, a
         "nested",
         "inner_echo",
         "sub_driver",
-        "rel_driver",
+        "rel",
         "sub_echo",
         "outer_echo",
     ]
@@ -80,7 +80,8 @@ def test_main_file_resolves_substitutions_groups_includes_and_params(data_dir, a
     # Include: args evaluated in the includer's scope, namespace inherited, absolute namespace kept.
     assert procs["sub_echo"].command == ("echo", "inner-sub", "quiet")
     assert procs["sub_driver"].node.namespace == "/abs/ns"
-    assert procs["rel_driver"].node.namespace == "/fleet"
+    assert procs["rel"].node.namespace == "/fleet"  # labelled by exec_name
+    assert procs["rel"].node.name == "rel_driver"
     assert procs["sub_echo"].location.file.name == "sub.launch.yaml"
     # After the group the outer scope is back: robot1, and $(eval) computed 7 * 2.
     outer = procs["outer_echo"]
