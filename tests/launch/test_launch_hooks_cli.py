@@ -14,7 +14,8 @@ from tether.launch import LaunchError, launch_file, load_hooks
 from tether.launch.run_node import main as run_node_main
 
 # A real installed distribution (a .dist-info folder on sys.path), so importlib.metadata finds its
-# entry points exactly as it finds the edge side's cgroup hook.
+# entry points exactly as it finds the edge side's cgroup hook. Its switch is its own launch argument
+# (`test_placement`), so the edge hook (`hardware_profile`), if installed, stays off here.
 _PLUGIN = """
 from tether.launch import ProcessHook
 
@@ -36,11 +37,11 @@ class Placer(ProcessHook):
 
 
 def factory(launch_args):
-    profile = launch_args.get("hardware_profile", "")
+    profile = launch_args.get("test_placement", "")
     if not profile:
         return None
     if ":" not in profile:
-        raise ValueError(f"hardware_profile takes PLATFORM:MODE, but got {profile!r}")
+        raise ValueError(f"test_placement takes PLATFORM:MODE, but got {profile!r}")
     return Placer(profile)
 
 
@@ -74,13 +75,13 @@ def plugin(tmp_path, monkeypatch):
 def test_entry_point_hook_switched_on_by_a_launch_argument(plugin, tmp_path, data_dir):
     path = tmp_path / "h.launch.yaml"
     path.write_text(
-        "launch:\n- arg: {name: hardware_profile, default: ''}\n"
+        "launch:\n- arg: {name: test_placement, default: ''}\n"
         f"- executable: {{cmd: '{sys.executable} {data_dir}/crash.py 0', name: once}}\n"
     )
     launch_file(path, {}, output=sys.stderr)
     assert sys.modules["launch_hook_plugin"].CREATED == []  # no profile: the factory declined
 
-    summary = launch_file(path, {"hardware_profile": "orin-nano:15W"}, output=sys.stderr)
+    summary = launch_file(path, {"test_placement": "orin-nano:15W"}, output=sys.stderr)
     (hook,) = sys.modules["launch_hook_plugin"].CREATED
     pid = summary.process("once-1").exits[0].pid
     assert hook.profile == "orin-nano:15W"
@@ -88,7 +89,7 @@ def test_entry_point_hook_switched_on_by_a_launch_argument(plugin, tmp_path, dat
     assert hook.exited == [("once-1", pid, 0)]
 
     with pytest.raises(LaunchError, match="hook 'placer' .* PLATFORM:MODE, but got 'orin'"):
-        launch_file(path, {"hardware_profile": "orin"}, output=sys.stderr)
+        launch_file(path, {"test_placement": "orin"}, output=sys.stderr)
 
 
 def test_broken_and_wrong_hook_plugins(plugin, capsys):

@@ -250,11 +250,12 @@ def test_include_cycle_is_an_error(tmp_path):
     assert "include cycle" in str(err) and "a.launch.yaml -> " in str(err)
 
 
-def test_misspelt_command_line_argument(data_dir, ament_prefix):
-    with pytest.raises(
-        LaunchError, match="'rat' was given but .* neither declares nor reads it; did you mean 'rate'"
-    ):
-        parse(data_dir / "main.launch.yaml", {"rate": "1", "rat": "2"}, ament_prefix)
+def test_misspelt_command_line_argument_is_warned_and_kept_for_hooks(data_dir, ament_prefix):
+    desc = parse(data_dir / "main.launch.yaml", {"rate": "1", "rat": "2"}, ament_prefix)
+    (warning,) = desc.warnings
+    assert "'rat' is neither declared nor read by" in warning and warning.endswith("did you mean 'rate'?")
+    assert desc.launch_args["rat"] == "2"  # hooks (e.g. hardware_profile) read such arguments
+    assert "warning: launch argument 'rat'" in desc.describe()
 
 
 def test_find_pkg_share_of_an_unknown_package(tmp_path, ament_prefix):

@@ -149,12 +149,14 @@ class LaunchDescription:
     processes: tuple[ProcessDescription, ...]
     launch_args: Mapping[str, str]  # the top file's launch configurations after parsing
     included: tuple[Path, ...] = ()
+    warnings: tuple[str, ...] = ()  # e.g. a given argument no file declares (a likely typo)
 
     def describe(self) -> str:
         """A readable listing (what `tether launch --show` prints)."""
         lines = [f"launch file {self.file}"]
         if self.included:
             lines.append("includes: " + ", ".join(str(p) for p in self.included))
+        lines += [f"warning: {w}" for w in self.warnings]
         lines.append("arguments:")
         for a in self.arguments:
             default = "(required)" if a.default is None else f"(default {a.default!r})"

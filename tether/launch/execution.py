@@ -123,6 +123,8 @@ class LaunchService:
             self._procs.append(_Proc(desc, label, _COLOURS[i % len(_COLOURS)] if colour else None))
         base_env = process_environ() if self._environ is None else dict(self._environ)
         self._base_env = base_env
+        for warning in self.description.warnings:
+            self._say("WARN", "launch", warning)
         restore = self._install_signal_handlers()
         t0 = time.monotonic()
         try:

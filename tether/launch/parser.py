@@ -54,11 +54,14 @@ def parse_launch_file(
     given = dict(args or {})
     scope = Scope(path, dict(given))
     parser.parse_file(path, scope)
+    # ros2 launch accepts arguments no file declares; so do we (launch hooks read some, e.g.
+    # hardware_profile), but a likely typo is said out loud.
+    warnings = []
     for name in given:
         if name not in parser.declared and name not in parser.used:
             known = parser.declared | parser.used
-            raise LaunchError(
-                f"launch argument {name!r} was given but {path} neither declares nor reads it"
+            warnings.append(
+                f"launch argument {name!r} is neither declared nor read by {path} (only launch hooks see it)"
                 + did_you_mean(name, known).replace("; known:", "; declared:")
             )
     return LaunchDescription(
@@ -67,6 +70,7 @@ def parse_launch_file(
         processes=tuple(parser.processes),
         launch_args=dict(scope.variables),
         included=tuple(parser.included),
+        warnings=tuple(warnings),
     )
 
 
