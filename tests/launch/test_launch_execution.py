@@ -218,3 +218,40 @@ def test_ctrl_c_on_the_tether_launch_command(data_dir):
     assert "[chatty-1] got SIGINT" in out
     assert "process stopped after SIGKILL" in out
     assert "interrupted (SIGINT)" in out  # the summary table's title
+
+
+def test_second_shutdown_skips_the_escalation_waits(tmp_path, data_dir):
+    path = tmp_path / "s.launch.yaml"
+    path.write_text(
+        f"launch:\n- executable: {{cmd: '{sys.executable} {data_dir}/stubborn.py', name: stub, "
+        "sigterm_timeout: 60, sigkill_timeout: 60}\n"
+    )
+    lines = Lines()
+    service = LaunchService(parse_launch_file(path), output=lines)
+    thread, result = run_in_thread(service)
+    lines.wait_for("[stub-1] ready")
+    service.shutdown()
+    lines.wait_for("process(es): SIGINT")
+    service.shutdown()  # a second Ctrl-C: no 60 s waits
+    thread.join(timeout=20)
+    assert not thread.is_alive()
+    assert result[0].process("stub-1").exits[0].stopped_with == "SIGKILL"
+
+
+def test_environment_of_launched_processes(tmp_path):
+    path = tmp_path / "e.launch.yaml"
+    path.write_text(
+        "launch:\n"
+        "- set_env: {name: TETHER_LAUNCH_A, value: from-set-env}\n"
+        "- unset_env: {name: TETHER_LAUNCH_GONE}\n"
+        "- executable:\n"
+        '    cmd: echo "$TETHER_LAUNCH_A/$TETHER_LAUNCH_B/${TETHER_LAUNCH_GONE:-unset}/$TETHER_LAUNCH_KEPT"\n'
+        "    shell: true\n"
+        "    name: env\n"
+        "    env: [{name: TETHER_LAUNCH_B, value: from-env}]\n"
+    )
+    lines = Lines()
+    environ = {"PATH": "/usr/bin:/bin", "TETHER_LAUNCH_GONE": "x", "TETHER_LAUNCH_KEPT": "inherited"}
+    summary = LaunchService(parse_launch_file(path), output=lines, environ=environ).run()
+    assert summary.ok
+    assert "[env-1] from-set-env/from-env/unset/inherited" in lines.lines

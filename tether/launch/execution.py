@@ -131,14 +131,16 @@ class LaunchService:
             for p in self._procs:
                 p.next_start = t0
             self._supervise(t0)
-            self._stop_all()
         finally:
-            restore()
-            for p in self._procs:
-                if p.log is not None:
-                    p.log.close()
-            if self._tmp is not None:
-                shutil.rmtree(self._tmp, ignore_errors=True)
+            try:
+                self._stop_all()  # also when supervising failed: no process outlives its launcher's run()
+            finally:
+                restore()
+                for p in self._procs:
+                    if p.log is not None:
+                        p.log.close()
+                if self._tmp is not None:
+                    shutil.rmtree(self._tmp, ignore_errors=True)
         wall = time.monotonic() - t0
         summary = LaunchSummary(
             reason=self._reason or StopReason.ALL_EXITED,
@@ -317,7 +319,10 @@ class LaunchService:
                 if screen:
                     self._write(f"{prefix} {text}")
                 if p.log is not None:
-                    p.log.write(text + "\n")
+                    try:
+                        p.log.write(text + "\n")
+                    except ValueError:  # closed at the end of run(): a grandchild still holds the pipe
+                        pass
 
     def _say(self, level: str, who: str, message: str) -> None:
         self._write(f"[{level}] [{who}]: {message}")
