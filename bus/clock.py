@@ -59,6 +59,10 @@ class Clock:
             return Time(self._sim_ns)
         return Time(_time.time_ns())
 
+    def now_ns(self) -> int:
+        """`now()` as integer nanoseconds, without building a Time (the per-message path uses it)."""
+        return self._sim_ns if self.use_sim_time else _time.time_ns()
+
     def _on_clock(self, msg) -> None:
         with self._cond:
             self._sim_ns = int(msg.clock.sec) * 1_000_000_000 + int(msg.clock.nanosec)

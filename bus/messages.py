@@ -25,6 +25,7 @@ __all__ = [
     "get_type",
     "message_definition",
     "serialize",
+    "serialize_buffer",
     "type_name",
     "typestore",
 ]
@@ -165,8 +166,18 @@ def serialize(msg: Any, name: str | None = None) -> bytes:
     return bytes(typestore.serialize_cdr(msg, name or msg.__msgtype__))
 
 
+def serialize_buffer(msg: Any, name: str | None = None) -> bytearray:
+    """CDR of a message in a fresh bytearray: what the publisher hands Zenoh without another copy."""
+    return typestore.serialize_cdr(msg, name or msg.__msgtype__).obj
+
+
 def deserialize(data: bytes | memoryview, name: str) -> Any:
-    """A message from CDR bytes; raises MessageError when the bytes do not decode as `name`."""
+    """A message from CDR bytes; raises MessageError when the bytes do not decode as `name`.
+
+    Array fields (images, scans, payloads) are numpy views into `data`, not copies.
+    """
+    if not isinstance(data, memoryview):
+        data = memoryview(data)  # rosbags slices its input: a memoryview makes that free
     try:
         return typestore.deserialize_cdr(data, name)
     except Exception as exc:  # rosbags raises assorted errors (struct.error, IndexError, ...) on bad bytes

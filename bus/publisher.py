@@ -11,7 +11,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
-from tether.bus.messages import MessageError, serialize
+from tether.bus.messages import MessageError, serialize_buffer
 from tether.bus.qos import QoSProfile
 from tether.bus.transport._base import Closable, RawPublisher
 
@@ -57,14 +57,16 @@ class Publisher:
 
     def publish(self, msg: Any) -> None:
         """Publish a message of this publisher's type, or bytes already in CDR."""
-        if isinstance(msg, (bytes, bytearray, memoryview)):
+        if isinstance(msg, (bytes, bytearray)):
+            payload = msg
+        elif isinstance(msg, memoryview):
             payload = bytes(msg)
         else:
             if getattr(msg, "__msgtype__", self.type_name) != self.type_name:
                 raise MessageError(
                     f"publisher on {self.topic_name} carries {self.type_name}, but got {msg.__msgtype__}"
                 )
-            payload = serialize(msg, self.type_name)
+            payload = serialize_buffer(msg, self.type_name)
         self._seq += 1
         self._raw.put(payload, ATTACHMENT.pack(self._id, self._seq, time.time_ns()))
         self._counter.value += 1

@@ -112,7 +112,7 @@ class Subscription:
                 stamp = msg.header.stamp
                 sent_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
                 if sent_ns:
-                    self._e2e.add((self.node.get_clock().now().nanoseconds - sent_ns) / 1e6)
+                    self._e2e.add((self.node._clock.now_ns() - sent_ns) / 1e6)
         self._counter.value += 1
         self.node._run_callback(self.callback, (msg,))
 

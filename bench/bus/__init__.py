@@ -57,7 +57,11 @@ def _one(api: str, endpoint: str, size: int, count: int, rate: float) -> dict:
 def run(ctx: BenchContext) -> BenchReport:
     from tether.bus.router import Router
 
-    sizes = {k: SIZES[k] for k in (("1KiB", "64KiB") if ctx.quick else SIZES)}
+    chosen = ctx.options.get("sizes", "1KiB,64KiB" if ctx.quick else ",".join(SIZES)).split(",")
+    unknown = [k for k in chosen if k not in SIZES]
+    if unknown:
+        raise ValueError(f"--sizes takes some of {','.join(SIZES)}, but got {unknown}")
+    sizes = {k: SIZES[k] for k in chosen}
     repeats, warmup = (1, 0) if ctx.quick else (3, 1)
     endpoint = f"tcp/127.0.0.1:{_free_port()}"
     rows = []

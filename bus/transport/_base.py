@@ -32,7 +32,7 @@ class Closable(ABC):
 
 class RawPublisher(Closable):
     @abstractmethod
-    def put(self, payload: bytes, attachment: bytes | None = None) -> None:
+    def put(self, payload: bytes | bytearray, attachment: bytes | None = None) -> None:
         """Send one serialised message. Called from any thread; must not block beyond congestion control."""
 
     def matched(self) -> bool:

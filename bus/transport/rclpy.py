@@ -60,7 +60,7 @@ class _Publisher(RawPublisher):
         self._closed = False
 
     def put(self, payload: bytes, attachment: bytes | None = None) -> None:
-        self._pub.publish(payload)  # rclpy publishes bytes as an already serialised message
+        self._pub.publish(bytes(payload))  # rclpy publishes bytes as an already serialised message
 
     def matched(self) -> bool:
         return self._pub.get_subscription_count() > 0

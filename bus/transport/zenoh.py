@@ -96,7 +96,7 @@ class _ZPublisher(RawPublisher):
         self._pub = pub
         self._closed = False
 
-    def put(self, payload: bytes, attachment: bytes | None = None) -> None:
+    def put(self, payload: bytes | bytearray, attachment: bytes | None = None) -> None:
         if attachment is None:
             self._pub.put(payload)
         else:

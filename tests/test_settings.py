@@ -44,7 +44,7 @@ def test_bad_settings_name_the_variable(env, match):
 
 
 def test_only_settings_reads_the_environment():
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     offenders = []
     for folder in ("bus", "edge", "cloud", "bench", "tether"):
         for path in (root / folder).rglob("*.py"):
