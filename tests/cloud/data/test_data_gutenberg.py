@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from tether.cloud.data import gutenberg
 
 import tether.settings as tether_settings
+from tether.cloud.data import gutenberg
 from tether.settings import Settings, settings
 
 

@@ -1,0 +1,111 @@
+"""HALoS's synchronous baselines (arXiv 2506.04531 Sec. 5) on the same virtual clock, topology and workers:
+synchronous data parallel (all-reduce every step) and DiLoCo (arXiv 2311.08105).
+
+Both advance in lock-step rounds, so a round lasts as long as its slowest worker plus one
+all-reduce across regions (`Topology.allreduce_time`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from tether.cloud.halos.config import DiLoCoConfig, RunConfig, WorkerOptimConfig
+from tether.cloud.halos.curve import Curve, Recorder
+from tether.cloud.halos.model import get_flat, set_flat
+from tether.cloud.halos.optim import NesterovSGD, cosine_lr
+from tether.cloud.halos.topology import Topology, local_steps_for
+from tether.cloud.halos.worker import Worker
+from tether.cloud.halos.workload import LMTask
+
+__all__ = ["run_diloco", "run_sync"]
+
+
+def run_sync(task: LMTask, topology: Topology, optim: WorkerOptimConfig, run: RunConfig) -> Curve:
+    """Synchronous data parallel: each global step averages every worker's gradient, one AdamW step.
+
+    The average of the workers' mean losses over equal batches is the mean loss over their
+    concatenated batch, so one backward pass over the concatenation computes the all-reduced gradient.
+    Each worker draws from the same data stream as its asynchronous counterpart.
+    """
+    t0 = time.perf_counter()
+    places = topology.workers()
+    n = len(places)
+    model = task.new_model(run.seed)
+    set_flat(model, task.init_theta(run.seed))
+    opt = torch.optim.AdamW(
+        model.decay_groups(optim.weight_decay),
+        lr=optim.lr,
+        betas=(optim.beta1, optim.beta2),
+        eps=optim.eps,
+        foreach=True,
+    )
+    rngs = [np.random.default_rng([run.seed, p.worker_id, 0]) for p in places]
+    # a step waits for the slowest worker, then for the all-reduce of the gradients
+    step_time = max(topology.compute_time(1, p.relative_speed) for p in places) + topology.allreduce_time(
+        task.n_bytes
+    )
+    curve = Curve("sync", run.seed)
+    rec = Recorder(curve, task, run, n)
+    rec.observe(0.0, 0, lambda: get_flat(model))
+    step, now, done = 0, 0.0, False
+    while not done:
+        batches = [task.batch(rng) for rng in rngs]
+        x = torch.cat([b[0] for b in batches])  # (n * B, T)
+        y = torch.cat([b[1] for b in batches])
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(optim, step)
+        model.train()
+        loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
+        opt.step()
+        step += 1
+        now += step_time
+        done = rec.observe(now, step * n, lambda: get_flat(model))
+    curve.real_seconds = time.perf_counter() - t0
+    curve.stats = {"halos.sim_time_s": now, "halos.global_steps": step, "step_time_s": step_time}
+    return curve
+
+
+def run_diloco(
+    task: LMTask, topology: Topology, optim: WorkerOptimConfig, run: RunConfig, cfg: DiLoCoConfig
+) -> Curve:
+    """DiLoCo: every worker runs H local AdamW steps from the shared model, the pseudo-gradients are
+    averaged by all-reduce, and an outer Nesterov SGD step moves the shared model."""
+    t0 = time.perf_counter()
+    places = topology.workers()
+    n = len(places)
+    workers = [Worker(p.worker_id, task, optim, run.seed) for p in places]
+    steps = [local_steps_for(cfg.local_steps, p.relative_speed, cfg.speed_scaled) for p in places]
+    round_time = max(
+        topology.compute_time(h, p.relative_speed) for h, p in zip(steps, places, strict=True)
+    ) + topology.allreduce_time(task.n_bytes)
+    theta = task.init_theta(run.seed)
+    outer = NesterovSGD(theta.numel(), cfg.outer_lr, cfg.outer_momentum)
+    curve = Curve("diloco", run.seed)
+    rec = Recorder(curve, task, run, n)
+    rec.observe(0.0, 0, theta)
+    dispensed, rounds, now, done = 0, 0, 0.0, False
+    while not done:
+        start = dispensed / n  # global-step position of this round on the lr schedule
+        total = torch.zeros_like(theta)
+        for w, h in zip(workers, steps, strict=True):
+            total += w.run(theta, start, h).pseudo_grad
+        dispensed += sum(steps)
+        outer.step(theta, total / n)
+        rounds += 1
+        now += round_time
+        done = rec.observe(now, dispensed, theta)
+    curve.real_seconds = time.perf_counter() - t0
+    curve.stats = {
+        "halos.sim_time_s": now,
+        "halos.global_steps": dispensed / n,
+        "round_time_s": round_time,
+        "rounds": rounds,
+    }
+    return curve
