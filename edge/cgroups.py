@@ -364,6 +364,27 @@ class CgroupManager:
             return None if q == "max" else int(q) / int(period)
         return self._v1_quota(d)
 
+    def set_weight(self, node: str | None, weight: float) -> None:
+        """A group's CPU weight among its siblings, relative to the default (1.0 = v1 cpu.shares 1024,
+        v2 cpu.weight 100); it decides the split only while the CPU is contended (ConfigBot's actuator)."""
+        rel = self.path(node)
+        d = self.layout.cpu / rel
+        if not d.is_dir():
+            raise CgroupError(f"cannot set a weight on {rel}: the group does not exist (place a process first)")
+        if not (math.isfinite(weight) and weight > 0):
+            raise CgroupError(f"a CPU weight must be a positive number (1.0 = default), but got {weight!r}")
+        if self.layout.version == 2:
+            (d / "cpu.weight").write_text(str(min(10_000, max(1, round(weight * 100)))))
+        else:
+            (d / "cpu.shares").write_text(str(min(262_144, max(2, round(weight * 1024)))))
+
+    def weight(self, node: str | None = None) -> float:
+        """The group's CPU weight relative to the default (see set_weight)."""
+        d = self.layout.cpu / self.path(node)
+        if self.layout.version == 2:
+            return int((d / "cpu.weight").read_text()) / 100
+        return int((d / "cpu.shares").read_text()) / 1024
+
     def usage(self, node: str | None = None) -> float:
         """CPU time (s) the group's processes have used since it was created (user + system)."""
         rel = self.path(node)
