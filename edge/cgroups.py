@@ -90,8 +90,10 @@ def _check_name(kind: str, name: str) -> str:
 
 
 def _alive(pid: int, create_time: float) -> bool:
+    """The process that recorded a run still runs (a zombie does not: it has exited, only unreaped)."""
     try:
-        return abs(psutil.Process(pid).create_time() - create_time) < 0.5
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - create_time) < 0.5 and proc.status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return False
 
