@@ -1,0 +1,137 @@
+"""A Llama-family decoder in the spirit of nanoGPT: RMSNorm, RoPE, grouped-query attention, SwiGLU.
+
+Llama (Touvron et al. 2023) = pre-norm transformer blocks with RMSNorm (Zhang & Sennrich
+2019), rotary embeddings (Su et al. 2021), grouped-query attention (Ainslie et al. 2023)
+and a SwiGLU feed-forward (Shazeer 2020). Each block's attention is an `AttentionSlot`
+whose kinds are swappable per layer (attention.py). Two ways to run it:
+
+- `forward(tokens)`: (B, T) -> logits (B, T, vocab), no cache; for training and evaluation.
+- `forward_step(step)`: one engine step over the flattened tokens of many sequences with
+  the paged cache (batch.py); logits only for the rows that need them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tether.cloud.lm.attention import AttentionSlot, SoftmaxAttention, rope_frequencies, rope_tables
+from tether.cloud.lm.batch import StepBatch
+from tether.cloud.lm.checkpoint import Checkpoint, CheckpointError
+from tether.cloud.lm.config import ModelConfig
+
+__all__ = ["MLP", "Block", "RMSNorm", "Transformer"]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate x) * up x); gate and up are one matrix (2 ffn_dim, n_embd)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ffn_dim = cfg.ffn_dim
+        self.w_gate_up = nn.Parameter(torch.empty(2 * cfg.ffn_dim, cfg.n_embd))
+        self.w_down = nn.Parameter(torch.empty(cfg.n_embd, cfg.ffn_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate_up = F.linear(x, self.w_gate_up)
+        gate, up = gate_up[..., : self.ffn_dim], gate_up[..., self.ffn_dim :]
+        return F.linear(F.silu(gate) * up, self.w_down)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.attn = AttentionSlot(layer, SoftmaxAttention(cfg))
+        self.mlp_norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn.forward_dense(self.attn_norm(x), cos, sin)
+        return x + self.mlp(self.mlp_norm(x))
+
+    def forward_step(self, x: torch.Tensor, step: StepBatch) -> torch.Tensor:
+        x = x + self.attn.forward_step(self.attn_norm(x), step)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        # Tied embeddings (SmolLM2): the output projection is the embedding matrix itself.
+        self.lm_head = None if cfg.tie_embeddings else nn.Parameter(torch.empty(cfg.vocab_size, cfg.n_embd))
+        self.register_buffer("inv_freq", rope_frequencies(cfg.head_dim, cfg.rope_base), persistent=False)
+
+    @property
+    def output_weight(self) -> torch.Tensor:
+        return self.tok_emb.weight if self.lm_head is None else self.lm_head
+
+    @property
+    def slots(self) -> list[AttentionSlot]:
+        return [b.attn for b in self.layers]
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint) -> Transformer:
+        """Build the model and copy the checkpoint's float32 weights in (q, k, v and gate, up fused)."""
+        model = cls(ckpt.config)
+        w = ckpt.weights
+
+        def get(name: str) -> torch.Tensor:
+            if name not in w:
+                raise CheckpointError(f"{ckpt.path}: weight {name!r} is missing")
+            return w[name]
+
+        with torch.no_grad():
+            model.tok_emb.weight.copy_(get("embed"))
+            model.norm.weight.copy_(get("norm"))
+            if model.lm_head is not None:
+                model.lm_head.copy_(get("lm_head"))
+            for i, block in enumerate(model.layers):
+                p = f"layers.{i}."
+                attn = block.attn.impls["softmax"]
+                attn.wqkv.copy_(torch.cat([get(p + "q"), get(p + "k"), get(p + "v")]))
+                attn.wo.copy_(get(p + "o"))
+                block.mlp.w_gate_up.copy_(torch.cat([get(p + "gate"), get(p + "up")]))
+                block.mlp.w_down.copy_(get(p + "down"))
+                block.attn_norm.weight.copy_(get(p + "attn_norm"))
+                block.mlp_norm.weight.copy_(get(p + "mlp_norm"))
+        return model.eval()
+
+    def forward(self, tokens: torch.Tensor, *, return_hidden: bool = False):
+        """tokens (B, T) -> logits (B, T, vocab); with `return_hidden`, also the input of every
+        block and the final normed hidden state: a list of n_layer + 1 tensors (B, T, n_embd)."""
+        T = tokens.shape[1]
+        cos, sin = rope_tables(torch.arange(T), self.inv_freq)  # (T, hd)
+        x = self.tok_emb(tokens)
+        hidden = []
+        for block in self.layers:
+            hidden.append(x)
+            x = block(x, cos, sin)
+        x = self.norm(x)
+        hidden.append(x)
+        logits = F.linear(x, self.output_weight)
+        return (logits, hidden) if return_hidden else logits
+
+    def forward_step(self, step: StepBatch) -> torch.Tensor:
+        """One engine step -> logits (len(step.logit_rows), vocab) for the rows that sample."""
+        step.cos, step.sin = rope_tables(step.positions, self.inv_freq)  # (N, hd), shared by every layer
+        x = self.tok_emb(step.token_ids)  # (N, n_embd)
+        for block in self.layers:
+            x = block.forward_step(x, step)
+        x = self.norm(x.index_select(0, step.logit_rows))  # only the rows whose next token we sample
+        return F.linear(x, self.output_weight)
