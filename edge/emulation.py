@@ -61,6 +61,9 @@ class HardwareProfileHook(ProcessHook):
         group = _group_name(info)
         self.manager.place(group, pid)
         self._groups[pid] = group
+        # The stack group competes as one entity with every process outside it: weight n keeps the
+        # n nodes' fair share against a background job (the quota, not the weight, is the emulation).
+        self.manager.set_weight(None, float(max(1, len(set(self._groups.values())))))
 
     def on_exit(self, info: ProcessInfo, pid: int, returncode: int) -> None:
         group = self._groups.pop(pid, None)
