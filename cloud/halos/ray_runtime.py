@@ -81,6 +81,9 @@ class GlobalServerActor:
     def steps(self) -> int:
         return self.server.stats.steps
 
+    def updates(self) -> int:
+        return self.server.stats.updates
+
 
 @dataclass(frozen=True)
 class _Spec:
@@ -267,6 +270,18 @@ class RayHalos:
 
     def global_steps(self) -> float:
         return ray.get(self.gps.steps.remote()) / self.n_workers
+
+    def telemetry(self) -> dict[str, float]:
+        """The service's `halos.*` metrics, read from the actors."""
+        stats = ray.get([s.stats.remote() for s in self.servers], timeout=10)
+        out = {
+            "halos.global_steps": self.global_steps(),
+            "halos.global.updates": ray.get(self.gps.updates.remote(), timeout=10),
+        }
+        for r, st in enumerate(stats):
+            for key in ("updates", "staleness_mean", "replacements"):
+                out[f"halos.server{r}.{key}"] = st[key]
+        return out
 
     def kill_worker(self, worker_id: int) -> None:
         """Kill a worker actor, as a crash would (for tests and drills)."""
