@@ -368,7 +368,9 @@ class CgroupManager:
 
     def set_weight(self, node: str | None, weight: float) -> None:
         """A group's CPU weight among its siblings, relative to the default (1.0 = v1 cpu.shares 1024,
-        v2 cpu.weight 100); it decides the split only while the CPU is contended (ConfigBot's actuator)."""
+        v2 cpu.weight 100); it decides the split only while the CPU is contended (ConfigBot's actuator).
+        A stack group competes as one entity with every process outside it, so a stack of n nodes
+        needs weight n to keep the share its n processes had."""
         rel = self.path(node)
         d = self.layout.cpu / rel
         if not d.is_dir():
@@ -384,26 +386,6 @@ class CgroupManager:
 
     def weight(self, node: str | None = None) -> float:
         """The group's CPU weight relative to the default (see set_weight)."""
-        d = self.layout.cpu / self.path(node)
-        if self.layout.version == 2:
-            return int((d / "cpu.weight").read_text()) / 100
-        return int((d / "cpu.shares").read_text()) / 1024
-
-    def set_weight(self, node: str | None, weight: float) -> None:
-        """A group's share of contended CPU relative to a plain process: 1.0 = the default (v2 cpu.weight
-        100, v1 cpu.shares 1024). A stack group competes as one entity with every process outside it,
-        so a stack of n nodes needs weight n to keep the share its n processes had."""
-        rel = self.path(node)
-        if not (math.isfinite(weight) and weight > 0):
-            raise CgroupError(f"a CPU weight must be a positive number, but got {weight!r}")
-        d = self.layout.cpu / rel
-        if self.layout.version == 2:
-            (d / "cpu.weight").write_text(str(min(10000, max(1, round(100 * weight)))))
-        else:
-            (d / "cpu.shares").write_text(str(min(262144, max(2, round(1024 * weight)))))
-
-    def weight(self, node: str | None = None) -> float:
-        """The group's CPU weight relative to the default (see `set_weight`)."""
         d = self.layout.cpu / self.path(node)
         if self.layout.version == 2:
             return int((d / "cpu.weight").read_text()) / 100
