@@ -1,0 +1,1 @@
+"""ConfigBot benchmark (being written)."""

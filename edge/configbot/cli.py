@@ -1,0 +1,4 @@
+"""tether configbot (being written)."""
+import typer
+
+app = typer.Typer()

@@ -1,0 +1,246 @@
+"""One tuning of ConfigBot: trials (apply, settle, measure) asked of Optuna until it converges, safely.
+
+A trial applies a configuration atomically, waits `settle_s`, measures `measure_s`, and tells
+Optuna the objective with each constraint's violation. Safety, as ConfigBot's specification
+asks: the first trial is the configuration most likely to be feasible; a trial that breaks a
+core rate badly (below `abort_ratio` of its minimum for two seconds) is cut short, told as
+measured (infeasible) and the last good configuration is restored at once; a node that dies
+or restarts mid-trial fails the trial and the last good configuration is restored (re-applied
+to the node when it returns). Tuning stops after `max_trials`, or `patience` trials without a
+better feasible one; the best is applied, or, when none was feasible, the specification is
+reported infeasible with the least-violating configuration found, which is then applied.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from tether.edge.configbot.context import Context
+from tether.edge.configbot.evaluate import Evaluation, evaluate
+from tether.edge.configbot.tuner import Tuner, probe_config
+
+if TYPE_CHECKING:
+    from tether.edge.configbot.bot import ConfigBot
+
+__all__ = ["handle_context", "run_trial", "tune"]
+
+
+def run_trial(bot: ConfigBot, number: int, config: dict[str, Any]) -> tuple[Evaluation | None, str]:
+    """Settle and measure the applied configuration; (evaluation or None, outcome: ok/aborted/crashed/context/stopped)."""
+
+    spec = bot.spec
+    bot.trial = number
+    bot.timeline.event(bot.now(), "trial_start", trial=number, config=config)
+    alive_at_start = {f for f in bot.profiler.nodes if bot.profiler.alive(f, spec.monitor.node_timeout_s)}
+    outcome = "ok"
+    start = time.monotonic()
+    t_measure = start + spec.trial.settle_s
+    t_end = t_measure + spec.trial.measure_s
+    bad_streak = 0
+    while time.monotonic() < t_end - 0.05:
+        if bot.stopping:
+            outcome = "stopped"
+            break
+        tick = bot.tick()
+        if tick.restarted or set(tick.dead) & alive_at_start:
+            outcome = "crashed"
+            bot.timeline.event(
+                bot.now(), "crash", trial=number, nodes=sorted(set(tick.restarted) | set(tick.dead))
+            )
+            break
+        if tick.context_changed:
+            outcome = "context"
+            break
+        if time.monotonic() >= t_measure:  # a core rate far below its minimum, twice in a row: stop now
+            bad_streak = (
+                bad_streak + 1 if tick.evaluation.worst_core_ratio(spec) < spec.trial.abort_ratio else 0
+            )
+            if bad_streak >= 2:
+                outcome = "aborted"
+                break
+    ev: Evaluation | None = None
+    if outcome in ("ok", "aborted"):
+        t1 = time.monotonic()
+        ev = evaluate(spec, bot.profiler.measure(max(t_measure, start), t1))
+    bot.trial = None
+    summary = {
+        "trial": number,
+        "t": round(bot.now(), 1),
+        "config": config,
+        "outcome": outcome,
+        "objective": None if ev is None else ev.objective,
+        "feasible": None if ev is None else ev.feasible,
+        "violations": None if ev is None else [round(v, 4) for v in ev.violations],
+        "values": None if ev is None else ev.values,
+    }
+    with bot._lock:
+        bot.history.append(summary)
+    bot.timeline.event(bot.now(), "trial_end", **{k: v for k, v in summary.items() if k != "t"})
+    return ev, outcome
+
+
+def _wait_for_nodes_back(bot: ConfigBot, limit_s: float) -> None:
+    """After a crash, give the launcher time to respawn the node before the next trial."""
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end and not bot.stopping:
+        tick = bot.tick()
+        if not tick.dead:
+            return
+
+
+def tune(bot: ConfigBot, reason: str, warm: dict[str, Any] | None = None) -> None:
+    """Tune in the current context (see the module docstring); leaves the chosen configuration applied."""
+    from tether.edge.configbot.bot import State
+
+    spec = bot.spec
+    keys = bot.applier.knob_keys()
+    ctx = bot.tracker.current
+    fp = ctx.fingerprint if ctx is not None else "default"
+    if not keys:
+        bot.note("no knob can be turned (none in the spec, or their actuators are off): monitoring only")
+        return
+    bot.tunings += 1
+    bot.state = State.TUNING
+    started = time.monotonic()
+    name = f"{spec.name}|{fp}|{bot.opt.run_id}|{bot.tunings}"
+    tuner = Tuner(spec, keys, storage=bot.storage, study_name=name, sampler=bot.opt.sampler)  # type: ignore[arg-type]
+    bot.timeline.event(bot.now(), "tuning", reason=reason, context=fp, study=name, sampler=tuner.sampler_name)
+    tuner.enqueue(probe_config(spec, keys), "probe: most likely feasible")
+    for config, why in ((warm, "library"), (bot.applier.initial, "defaults")):
+        if config:
+            tuner.enqueue({k: config.get(k) for k in keys}, why)
+    best_value: float | None = None
+    since_better = 0
+    n = 0
+    context_moved = False
+    for n in range(1, spec.trial.max_trials + 1):
+        if bot.stopping:
+            break
+        trial, params = tuner.ask()
+        config = bot.safe(params)
+        err = bot.apply(config, f"trial {trial.number}")
+        if err is not None:
+            tuner.tell(trial, None, failure=err, config=config)
+            bot.note(f"trial {trial.number} could not be applied: {err}")
+            continue
+        ev, outcome = run_trial(bot, trial.number, config)
+        if outcome == "stopped":
+            tuner.tell(trial, None, outcome=outcome, config=config)
+            break
+        if outcome == "context":
+            tuner.tell(trial, None, outcome=outcome, config=config)
+            context_moved = True
+            break
+        if outcome == "crashed":
+            tuner.tell(trial, None, outcome=outcome, config=config)
+            bot.restore(bot.last_good, f"node crashed during trial {trial.number}")
+            _wait_for_nodes_back(bot, 10 * spec.monitor.node_timeout_s)
+            continue
+        tuner.tell(trial, ev, outcome=outcome, config=config, context=fp)
+        if outcome == "aborted":
+            bot.restore(bot.last_good, f"trial {trial.number} broke a core constraint badly")
+        assert ev is not None
+        if ev.feasible:
+            bot.last_good = config
+            value = tuner.objective_of(ev)
+            if value is not None and tuner.better(value, best_value, spec.trial.min_improvement):
+                best_value, since_better = value, 0
+                continue
+        since_better += 1
+        if n >= spec.trial.startup_trials and best_value is not None and since_better >= spec.trial.patience:
+            break
+    seconds = round(time.monotonic() - started, 1)
+    best = tuner.best()
+    bot._tuned_at[fp] = time.monotonic()
+    if best is not None:
+        bot.apply(best.config, "best")
+        bot.last_good = bot.safe(best.config)
+        bot.best = {"config": bot.last_good, "objective": best.objective, "trial": best.trial, "context": fp}
+        bot.infeasible = None
+        bot.timeline.event(
+            bot.now(),
+            "converged",
+            trials=n,
+            seconds=seconds,
+            objective=best.objective,
+            trial=best.trial,
+            config=bot.last_good,
+            context=fp,
+            reason=reason,
+        )
+        if bot.library is not None:
+            bot.library.store(
+                fp,
+                bot.last_good,
+                best.objective,
+                True,
+                study=name,
+                trials=n,
+                maximize=tuner.direction == "maximize",
+            )
+    elif not bot.stopping and not context_moved:
+        least = tuner.best(feasible_only=False)
+        config = bot.safe(least.config) if least else (bot.last_good or bot.applier.initial)
+        bot.restore(config, "infeasible: the least-violating configuration")
+        viol = None
+        if least is not None:
+            t = tuner.study.trials[least.trial]
+            viol = dict(
+                zip([c.label(spec.namespace) for c in spec.constraints], t.user_attrs.get("constraints", []))
+            )
+        bot.infeasible = {"context": fp, "trials": n, "best_found": config, "violations": viol}
+        bot.timeline.event(
+            bot.now(), "infeasible", trials=n, seconds=seconds, config=config, violations=viol, context=fp
+        )
+        bot.note(
+            f"the specification is infeasible in context {fp} over {n} trials; applied the least-violating "
+            f"configuration found: {config} (violations, <= 0 holds: {viol})"
+        )
+    bot.state = State.MONITORING
+    if context_moved and bot.tracker.current is not None and not bot.stopping:
+        handle_context(bot, bot.tracker.current, "context change during tuning")
+
+
+def handle_context(bot: ConfigBot, ctx: Context, reason: str) -> None:
+    """A new context: its library configuration, verified over one trial, else a fresh tuning."""
+    from tether.edge.configbot.bot import State
+
+    entry = bot.library.lookup(ctx.fingerprint) if bot.library is not None else None
+    if entry is None:
+        tune(bot, f"{reason}: new context {ctx.fingerprint}")
+        return
+    bot.timeline.event(
+        bot.now(), "library_hit", context=ctx.fingerprint, config=entry.config, objective=entry.objective
+    )
+    bot.state = State.VERIFYING
+    err = bot.apply(entry.config, f"library: {ctx.fingerprint}")
+    ev, outcome = (None, "apply_failed") if err else run_trial(bot, -1, bot.safe(entry.config))
+    bot.state = State.MONITORING
+    if ev is not None and ev.core_ok and outcome == "ok":
+        bot.library.mark_used(ctx.fingerprint)  # type: ignore[union-attr]
+        bot.last_good = bot.safe(entry.config)
+        bot.best = {
+            "config": bot.last_good,
+            "objective": ev.objective,
+            "trial": None,
+            "context": ctx.fingerprint,
+        }
+        bot._tuned_at[ctx.fingerprint] = time.monotonic()
+        bot.timeline.event(
+            bot.now(),
+            "converged",
+            trials=0,
+            seconds=0.0,
+            objective=ev.objective,
+            trial=None,
+            config=bot.last_good,
+            context=ctx.fingerprint,
+            reason=f"{reason}: library",
+        )
+        return
+    if outcome == "context" and bot.tracker.current is not None:
+        handle_context(bot, bot.tracker.current, reason)
+        return
+    bot.library.invalidate(ctx.fingerprint)  # type: ignore[union-attr]
+    tune(bot, f"{reason}: library configuration failed ({outcome})", warm=entry.config)
