@@ -1,0 +1,1 @@
+"""tether bench robot (being written)."""

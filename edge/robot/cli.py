@@ -1,0 +1,5 @@
+"""`tether robot`: placeholder (being written)."""
+
+import typer
+
+app = typer.Typer(help="The simulated robot testbed.")
