@@ -379,17 +379,28 @@ class CgroupManager:
             )
         if not (math.isfinite(weight) and weight > 0):
             raise CgroupError(f"a CPU weight must be a positive number (1.0 = default), but got {weight!r}")
+        self._write_weight(d, weight)
+        if node is None:
+            # `tether/` only contains stacks: its weight is the sum of theirs, so a stack's weight holds
+            # against the processes outside tether as if the stack sat at the top of the hierarchy.
+            top = self.layout.cpu / "tether"
+            total = sum(self._read_weight(c) for c in top.iterdir() if c.is_dir())
+            self._write_weight(top, max(total, 1.0))
+
+    def _write_weight(self, d: Path, weight: float) -> None:
         if self.layout.version == 2:
             (d / "cpu.weight").write_text(str(min(10_000, max(1, round(weight * 100)))))
         else:
             (d / "cpu.shares").write_text(str(min(262_144, max(2, round(weight * 1024)))))
 
-    def weight(self, node: str | None = None) -> float:
-        """The group's CPU weight relative to the default (see set_weight)."""
-        d = self.layout.cpu / self.path(node)
+    def _read_weight(self, d: Path) -> float:
         if self.layout.version == 2:
             return int((d / "cpu.weight").read_text()) / 100
         return int((d / "cpu.shares").read_text()) / 1024
+
+    def weight(self, node: str | None = None) -> float:
+        """The group's CPU weight relative to the default (see set_weight)."""
+        return self._read_weight(self.layout.cpu / self.path(node))
 
     def usage(self, node: str | None = None) -> float:
         """CPU time (s) the group's processes have used since it was created (user + system)."""
