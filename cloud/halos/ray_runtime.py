@@ -60,6 +60,10 @@ class WorkerActor:
     ) -> None:
         self.worker = Worker(worker_id, LMTask(workload), optim, seed, incarnation)
 
+    def ready(self) -> int:
+        """Answers once the actor is constructed (its model built, its data loaded)."""
+        return self.worker.worker_id
+
     def run(self, theta: torch.Tensor, start_step: float, n_steps: int) -> tuple[torch.Tensor, int, float]:
         r = self.worker.run(theta, start_step, n_steps)
         return r.pseudo_grad, r.steps, r.loss
@@ -132,6 +136,8 @@ class LocalServerActor:
             await asyncio.sleep(delay)
 
     async def start(self) -> None:
+        """Wait until every worker actor is up, then set each going (returns at once after that)."""
+        await asyncio.gather(*(w.ready.remote() for w in self.workers.values()))
         self._tasks = [asyncio.create_task(self._drive(p)) for p in self.places]
 
     async def _drive(self, place: WorkerPlace) -> None:
