@@ -1,4 +1,5 @@
 """tether configbot (being written)."""
+
 import typer
 
 app = typer.Typer()

@@ -14,28 +14,61 @@ no permission for cgroups the actuator reports why and the other knobs go on.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tether.edge.cgroups import CgroupError, CgroupManager, cleanup_stale
+import psutil
+
+from tether.edge.cgroups import CgroupError, CgroupManager, cleanup_stale, default_state_dir
 from tether.edge.configbot.actuators.base import ActuationError, Actuator, ActuatorContext
 from tether.edge.configbot.spec import Knob
 
-__all__ = ["CgroupActuator", "guard_main"]
+__all__ = ["CgroupActuator", "group_name", "guard_main", "start_guard"]
 
 
 def guard_main() -> None:
     """The crash guard: block until the parent's pipe closes, then remove the groups of dead runs."""
     state_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else None
     try:
+        owner = psutil.Process(os.getppid())
+    except psutil.Error:
+        owner = None
+    try:
         sys.stdin.buffer.read()
     except (OSError, KeyboardInterrupt):
         pass
-    cleanup_stale(state_dir=state_dir)
+    # The pipe closes while the owner is still exiting, and an exited process stays in its group until it is
+    # reaped: retry until the owner's records are gone (removed) or a minute has passed.
+    pid = owner.pid if owner is not None else None
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
+        cleanup_stale(state_dir=state_dir)
+        records = (state_dir or default_state_dir()).glob(f"{pid}-*.json") if pid else []
+        if not list(records):
+            return
+        time.sleep(0.2)
+
+
+def start_guard(state_dir: Path) -> subprocess.Popen:
+    """The crash guard of this process: closing its stdin (at close, or by dying) makes it clean up."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from tether.edge.configbot.actuators.cgroup import guard_main; guard_main()",
+            str(state_dir),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C to the launch's process group must not end it first
+    )
 
 
 def group_name(fqn: str, clash: bool = False) -> str:
@@ -71,18 +104,7 @@ class CgroupActuator(Actuator):
             )
             return
         self._remember(None)
-        self._guard = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from tether.edge.configbot.actuators.cgroup import guard_main; guard_main()",
-                str(self.manager.state_dir),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # a Ctrl-C to the launch's process group must not end it first
-        )
+        self._guard = start_guard(self.manager.state_dir)
         self.ctx.profiler.cgroup_usage = self.usage
 
     def _remember(self, group: str | None) -> None:
