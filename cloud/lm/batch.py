@@ -51,6 +51,14 @@ class StepBatch:
     cos: torch.Tensor | None = None  # (N, head_dim), set by the model
     sin: torch.Tensor | None = None
     uniform_kind: list[str | None] = field(default_factory=list)  # per layer: the one kind, or None if mixed
+    _decode_geom: tuple[int, torch.Tensor | None] | None = field(default=None, repr=False)
+
+    def decode_geometry(self) -> tuple[int, torch.Tensor | None]:
+        """(blocks per decode sequence, padding mask) for all decode rows; computed once per step."""
+        if self._decode_geom is None:
+            lengths = [self.context[i] + 1 for i in range(self.num_decode)]
+            self._decode_geom = _decode_geometry(lengths, self.cache.block_size)
+        return self._decode_geom
 
     @property
     def num_rows(self) -> int:
@@ -58,6 +66,17 @@ class StepBatch:
 
     def layer(self, layer: int, seq_idx: Sequence[int] | None = None) -> AttentionBatch:
         return AttentionBatch(self, layer, None if seq_idx is None else list(seq_idx))
+
+
+def _decode_geometry(lengths: list[int], block_size: int) -> tuple[int, torch.Tensor | None]:
+    """Blocks to gather per sequence, and the additive mask (1, S, 1, T): -inf past each length
+    (None when every sequence fills the T = blocks * block_size positions exactly)."""
+    nb = (max(lengths) + block_size - 1) // block_size
+    total = nb * block_size
+    if all(n == total for n in lengths):
+        return nb, None
+    pad = torch.arange(total)[None, :] >= torch.tensor(lengths)[:, None]
+    return nb, torch.zeros(len(lengths), total).masked_fill_(pad, float("-inf")).view(1, len(lengths), 1, total)
 
 
 class AttentionBatch:
@@ -135,23 +154,17 @@ class AttentionBatch:
         additive mask (1, num_decode, 1, T) with -inf past each sequence's length (None: no padding).
         Call after `write_kv` so the current token is included."""
         st, nd = self.step, self.num_decode
-        dec = self._segs[:nd]
-        lengths = [st.context[i] + 1 for i in dec]
-        bs = st.cache.block_size
-        nb = (max(lengths) + bs - 1) // bs
-        tables = st.tables[: st.num_decode, self.layer, :nb]
-        if self.seq_idx is not None:
-            tables = tables.index_select(0, torch.tensor(dec))
+        if self.seq_idx is None:
+            nb, mask = st.decode_geometry()
+            tables = st.tables[:nd, self.layer, :nb]
+        else:
+            dec = self._segs[:nd]
+            nb, mask = _decode_geometry([st.context[i] + 1 for i in dec], st.cache.block_size)
+            tables = st.tables[: st.num_decode, self.layer, :nb].index_select(0, torch.tensor(dec))
         k, v = st.cache.gather_kv(tables.reshape(-1))  # (n_kv_head, nd * nb * bs, hd)
         kvh, hd = k.shape[0], k.shape[-1]
-        k = k.view(kvh, nd, nb * bs, hd)
-        v = v.view(kvh, nd, nb * bs, hd)
-        total = nb * bs
-        if all(n == total for n in lengths):
-            return k, v, None
-        pos = torch.arange(total)
-        mask = torch.zeros(nd, total).masked_fill_(pos[None, :] >= torch.tensor(lengths)[:, None], float("-inf"))
-        return k, v, mask.view(1, nd, 1, total)
+        total = nb * st.cache.block_size
+        return k.view(kvh, nd, total, hd), v.view(kvh, nd, total, hd), mask
 
     def context_kv(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
         """K, V of sequence j of this batch over all its tokens so far, this step's included:

@@ -112,6 +112,21 @@ class Transformer(nn.Module):
                 block.mlp_norm.weight.copy_(get(p + "mlp_norm"))
         return model.eval()
 
+    @classmethod
+    def random(cls, cfg: ModelConfig, seed: int = 0) -> Transformer:
+        """A model with random weights (tests, sizing): N(0, 1/fan_in) matrices, unit norms, so
+        logits are spread out and greedy choices are not near ties."""
+        gen = torch.Generator().manual_seed(seed)
+        model = cls(cfg)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    p.fill_(1.0)
+                else:
+                    p.copy_(torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5)
+            model.tok_emb.weight.mul_(cfg.n_embd**0.5)  # unit-variance embeddings
+        return model.eval()
+
     def forward(self, tokens: torch.Tensor, *, return_hidden: bool = False):
         """tokens (B, T) -> logits (B, T, vocab); with `return_hidden`, also the input of every
         block and the final normed hidden state: a list of n_layer + 1 tensors (B, T, n_embd)."""

@@ -71,6 +71,7 @@ class Request:
     _decoder: StreamDecoder | None = None
     _text: str = ""  # output text so far (stop strings cut off)
     _emitted: int = 0  # characters of _text already sent
+    _cut: bool = False  # the text was cut at a stop string: nothing after it is sent
 
     @property
     def tokens(self) -> list[int]:
@@ -117,6 +118,7 @@ class Request:
             hits = [i for s in p.stop if (i := self._text.find(s, start)) >= 0]
             if hits:
                 self._text = self._text[: min(hits)]
+                self._cut = True
                 return self._finish_output(FinishReason.STOP, [token], flush=True)
         if len(self.output_ids) >= p.max_tokens:
             return self._finish_output(FinishReason.LENGTH, [token], flush=True)
@@ -131,6 +133,8 @@ class Request:
     def _finish_output(self, reason: FinishReason, tokens: list[int], flush: bool) -> RequestOutput:
         self.state = RequestState.FINISHED
         self.finish_reason = reason
+        if flush and self._decoder is not None and not self._cut:
+            self._text += self._decoder.flush()  # characters held for their missing bytes
         text = self._take_text(hold=False) if flush else ""
         return RequestOutput(self.request_id, tokens, text, True, reason, **self._counts())
 

@@ -97,6 +97,7 @@ class FcfsScheduler(Scheduler):
     def __init__(self) -> None:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
+        self.preemptions = 0  # requests that lost their cache to make room (recomputed later)
 
     @property
     def num_waiting(self) -> int:
@@ -122,6 +123,7 @@ class FcfsScheduler(Scheduler):
         request.seq = None
         request.state = RequestState.WAITING
         request.num_preemptions += 1
+        self.preemptions += 1
         self.waiting.appendleft(request)
         out.preempted.append(request)
 

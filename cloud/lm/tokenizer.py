@@ -113,6 +113,29 @@ class Tokenizer:
         )
 
     @classmethod
+    def byte_level(cls) -> Tokenizer:
+        """A 259-token byte-level tokenizer with no merges and a ChatML template (tests, random models):
+        ids 0-2 are <|endoftext|>, <|im_start|>, <|im_end|> (the EOS), then the 256 bytes."""
+        from tokenizers import pre_tokenizers
+
+        tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *sorted(pre_tokenizers.ByteLevel.alphabet())]
+        template = (
+            "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+            "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+        )
+        return cls.from_gguf_metadata(
+            {
+                "tokenizer.ggml.model": "gpt2",
+                "tokenizer.ggml.tokens": tokens,
+                "tokenizer.ggml.token_type": [3, 3, 3] + [1] * 256,
+                "tokenizer.ggml.merges": [],
+                "tokenizer.ggml.eos_token_id": 2,
+                "tokenizer.chat_template": template,
+            },
+            source="byte_level",
+        )
+
+    @classmethod
     def from_hf_folder(cls, folder: Path) -> Tokenizer:
         """From tokenizer.json (and tokenizer_config.json for the template and special tokens)."""
         from tokenizers import Tokenizer as Backend
@@ -200,5 +223,11 @@ class StreamDecoder:
         text = self.tokenizer.decode(self.ids)
         if text.endswith("\ufffd"):
             return ""
+        delta, self.text = text[len(self.text) :], text
+        return delta
+
+    def flush(self) -> str:
+        """The text still held back (at the end of a sequence: its incomplete characters, as U+FFFD)."""
+        text = self.tokenizer.decode(self.ids)
         delta, self.text = text[len(self.text) :], text
         return delta

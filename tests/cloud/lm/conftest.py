@@ -1,0 +1,42 @@
+"""Fixtures of the LM tests: the embedded SmolLM2 (loaded once per worker) and a tiny random model."""
+
+from __future__ import annotations
+
+import pytest
+
+from tether.cloud.lm import EngineConfig, LLMEngine, ModelConfig, Tokenizer, Transformer, load_checkpoint
+
+# 3 layers, grouped-query attention (4 query heads on 2 KV heads), the byte-level tokenizer's vocabulary.
+TINY = ModelConfig(vocab_size=259, n_layer=3, n_embd=64, n_head=4, n_kv_head=2, head_dim=16, ffn_dim=128,
+                   context_len=512, tie_embeddings=False)
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    """(model, tokenizer, name) of the embedded SmolLM2-135M-Instruct."""
+    ckpt = load_checkpoint()
+    return Transformer.from_checkpoint(ckpt), ckpt.tokenizer, ckpt.name
+
+
+@pytest.fixture
+def smollm_engine(smollm):
+    model, tok, name = smollm
+    engine = LLMEngine(model, tok, EngineConfig(threads=1), name=name)
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture
+def tiny():
+    """A factory of engines over one tiny random model: tiny(**EngineConfig fields) -> LLMEngine (1 thread)."""
+    model = Transformer.random(TINY, seed=0)
+    tok = Tokenizer.byte_level()
+    engines: list[LLMEngine] = []
+
+    def make(**config) -> LLMEngine:
+        engines.append(LLMEngine(model, tok, EngineConfig(**{"threads": 1, **config}), name="tiny"))
+        return engines[-1]
+
+    yield make
+    for e in engines:
+        e.stop()
