@@ -129,7 +129,7 @@ def train_perception(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         sched.step()
         log(f"epoch {epoch + 1}/{epochs}: loss {total / len(order):.4f}")
     model.eval()
