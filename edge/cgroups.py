@@ -279,7 +279,7 @@ class CgroupManager:
         if self.layout.version == 2:
             # A child gets the cpu controller only if its parent enables it for its subtree.
             ctl = (self.layout.cpu / rel).parent / "cgroup.subtree_control"
-            if "cpu" not in ctl.read_text().split():
+            if not ctl.is_file() or "cpu" not in ctl.read_text().split():
                 ctl.write_text("+cpu")
         if made and rel != "tether":
             self._created.append(rel)

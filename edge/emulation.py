@@ -37,7 +37,8 @@ def _say(message: str) -> None:
 
 
 def _group_name(info: ProcessInfo) -> str:
-    name = info.node_name or info.exec or info.label
+    """The node's name; for a plain executable its launch name (the label without the '-N' start count)."""
+    name = info.node_name or info.exec or re.sub(r"-\d+$", "", info.label)
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:64]
 
 
@@ -56,9 +57,9 @@ class HardwareProfileHook(ProcessHook):
         _say(f"{label}: stack cgroup {self.manager.path()} (v{self.manager.layout.version}) with {limit}")
 
     def on_start(self, info: ProcessInfo, pid: int) -> None:
-        if {info.node_name, info.exec} & self.exclude:
-            return
         group = _group_name(info)
+        if {info.node_name, info.exec, group} & self.exclude:
+            return
         self.manager.place(group, pid)
         self._groups[pid] = group
         # The stack group competes as one entity with every process outside it: weight n keeps the

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tether.edge.yamlconfig import load_model
+from tether.edge.yamlconfig import ConfigFileError, parse_yaml, validate_data
 
 __all__ = [
     "HardwareError",
@@ -87,11 +87,6 @@ class HardwareProfile(BaseModel):
             raise ValueError(
                 f"default_mode must be one of the power modes {names}, but got {self.default_mode!r}"
             )
-        for m in self.power_modes:
-            if m.online_cores > self.cpu.max_cores:
-                raise ValueError(
-                    f"power mode {m.name!r} has online_cores={m.online_cores} > cpu.max_cores={self.cpu.max_cores}"
-                )
         return self
 
     def mode(self, name: str | None = None) -> PowerMode:
@@ -136,7 +131,16 @@ def load_profile(name: str, directory: Path = PROFILES_DIR) -> HardwareProfile:
         raise HardwareError(
             f"unknown hardware profile {name!r}; known: {', '.join(list_profiles(directory))} (in {directory})"
         )
-    profile = load_model(HardwareProfile, path)
+    data, lines = parse_yaml(path)
+    profile = validate_data(HardwareProfile, data, lines, path)
+    for i, m in enumerate(profile.power_modes):
+        if m.online_cores > profile.cpu.max_cores:
+            raise ConfigFileError(
+                path,
+                lines.get(("power_modes", i)),
+                f"power mode {m.name!r}: online_cores <= cpu.max_cores must hold, but got "
+                f"online_cores={m.online_cores} > cpu.max_cores={profile.cpu.max_cores}",
+            )
     if path.suffix and path.stem != profile.name and path.parent == directory:
         raise HardwareError(f"{path}: name {profile.name!r} must equal the file's name {path.stem!r}")
     return profile

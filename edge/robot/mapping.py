@@ -48,7 +48,7 @@ class OccupancyMapper:
         r = np.minimum(r, c.range_max)
         steps = np.arange(0.0, c.range_max, c.resolution * 0.7)  # (K,) sample distances along a beam
         a = angles + yaw
-        along = steps[None, :] < r[:, None]  # (B, K) samples before the beam's end
+        along = steps[None, :] < (r - c.resolution)[:, None]  # (B, K) samples before the end cell
         px = x + steps[None, :] * np.cos(a)[:, None]  # (B, K)
         py = y + steps[None, :] * np.sin(a)[:, None]
         self._add(px[along], py[along], c.l_free)

@@ -252,6 +252,7 @@ class Simulator:
         pos = self.crowd.positions()
         if pos.size == 0:
             return np.zeros((0, 2))
+        mujoco.mj_kinematics(self.model, self.data)
         dx, dy = pos[:, 0] - x, pos[:, 1] - y
         fx, fy = math.cos(yaw), math.sin(yaw)
         rel = np.stack([dx * fx + dy * fy, -dx * fy + dy * fx], axis=1)  # (N, 2) robot frame
