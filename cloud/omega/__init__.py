@@ -8,8 +8,9 @@ embeddings only, or with OMEGA's selective recomputation; `ParallelServer` sprea
 computation over torch.distributed ranks.
 """
 
+from tether.cloud.omega.config import ModelConfig
 from tether.cloud.omega.graphs import Graph, GraphSpec, ServingSplit, generate_graph, split_for_serving
-from tether.cloud.omega.models import GNN, ModelConfig
+from tether.cloud.omega.layers import ServingModel
 from tether.cloud.omega.plan import Exact, Method, Precomputed, Sampled, Selective, method_from_name
 from tether.cloud.omega.request import Request, RequestError
 from tether.cloud.omega.server import GraphIndex, OmegaServer, RequestStats
@@ -31,9 +32,19 @@ __all__ = [
     "RequestStats",
     "Sampled",
     "Selective",
+    "ServingModel",
     "ServingSplit",
     "StoreError",
     "generate_graph",
     "method_from_name",
     "split_for_serving",
 ]
+
+
+def __getattr__(name: str):
+    # GNN (the PyG module) loads on first use: serving processes never import PyTorch Geometric
+    if name == "GNN":
+        from tether.cloud.omega.models import GNN
+
+        return GNN
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

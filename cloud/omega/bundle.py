@@ -13,15 +13,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from tether.cloud.omega.config import ModelConfig
 from tether.cloud.omega.graphs import Graph, GraphSpec, ServingSplit, generate_graph, split_for_serving
-from tether.cloud.omega.models import GNN, ModelConfig
+from tether.cloud.omega.layers import ServingModel
 from tether.cloud.omega.server import GraphIndex, OmegaServer, whole_graph_layers
 from tether.cloud.omega.store import EmbeddingStore, write_store
-from tether.cloud.omega.train import TrainConfig, train_model
+
+if TYPE_CHECKING:  # PyG loads only where a model is trained: serving processes start without it
+    from tether.cloud.omega.models import GNN
+    from tether.cloud.omega.train import TrainConfig
 
 __all__ = ["Bundle", "default_root"]
 
@@ -124,24 +129,35 @@ class Bundle:
         }
         torch.save(doc, path)
 
-    def load_model(self, model: str) -> GNN:
+    def _checkpoint(self, model: str) -> dict:
         path = self.model_path(model)
         if not path.is_file():
             raise FileNotFoundError(
                 f"no model {model!r} at {path}; run `tether omega train --graph {self.name}`"
             )
-        doc = torch.load(path, weights_only=True)
+        return torch.load(path, weights_only=True)
+
+    def load_model(self, model: str) -> GNN:
+        """The trained PyG module (training, reference checks)."""
+        from tether.cloud.omega.models import GNN
+
+        doc = self._checkpoint(model)
         gnn = GNN(ModelConfig(**doc["config"]))
         gnn.load_state_dict(doc["state"])
         return gnn.eval()
 
+    def load_serving(self, model: str) -> ServingModel:
+        """The model's parameters for serving, without importing PyG."""
+        doc = self._checkpoint(model)
+        return ServingModel.from_state_dict(ModelConfig(**doc["config"]), doc["state"])
+
     def model_meta(self, model: str) -> dict:
-        doc = torch.load(self.model_path(model), weights_only=True)
+        doc = self._checkpoint(model)
         return {"val_acc": doc["val_acc"], "seconds": doc["seconds"], "config": doc["config"]}
 
     def precompute(self, model: str, *, num_partitions: int = 4) -> Path:
         """Run the model over the existing graph; write h^0..h^(L-1) as a partitioned store."""
-        gnn = self.load_model(model)
+        gnn = self.load_serving(model)
         split = self.load_split()
         base = split.base
         layers = whole_graph_layers(gnn, self.index(), base.x)
@@ -159,18 +175,20 @@ class Bundle:
         return EmbeddingStore.open(self.store_path(model))
 
     def server(self, model: str) -> OmegaServer:
-        return OmegaServer(self.load_model(model), self.index(), self.store(model))
+        return OmegaServer(self.load_serving(model), self.index(), self.store(model))
 
     def prepare(
         self,
         spec: GraphSpec | None,
         models: Iterable[ModelConfig],
-        train: TrainConfig,
+        train: TrainConfig | None,
         progress: Progress = print,
         *,
         num_partitions: int = 4,
     ) -> None:
         """Make whatever is missing: the graph (from `spec`), each model, each store."""
+        from tether.cloud.omega.train import train_model
+
         if not self.has_graph():
             if spec is None:
                 raise FileNotFoundError(
@@ -182,7 +200,11 @@ class Bundle:
         for cfg in models:
             if not self.has_model(cfg.name):
                 split = split or self.load_split()
-                res = train_model(cfg, split, train, progress)
+                res = (
+                    train_model(cfg, split, train, progress)
+                    if train
+                    else train_model(cfg, split, progress=progress)
+                )
                 self.save_model(res.model, res.val_acc, res.seconds)
                 progress(f"trained {cfg.name}: validation accuracy {res.val_acc:.3f} in {res.seconds:.0f} s")
             if not self.has_store(cfg.name):

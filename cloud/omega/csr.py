@@ -7,12 +7,21 @@ edges returned, never to the graph (filtering an edge list with `isin` costs mor
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-__all__ = ["CSR", "Adjacency", "concat_rows", "exclusive_cumsum"]
+__all__ = ["CSR", "Adjacency", "concat_rows", "exclusive_cumsum", "sparse_rows"]
+
+
+def sparse_rows(rowptr: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    """A torch sparse CSR matrix; indices are built here, so the invariant checks are skipped."""
+    with warnings.catch_warnings():
+        # torch calls CSR tensors "beta"; the ops used here (mm with sum/max reduce) are stable
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(rowptr, col, values, size=size, check_invariants=False)
 
 
 def exclusive_cumsum(counts: Tensor) -> Tensor:

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tether.cloud.omega.models import GNN
+from tether.cloud.omega.csr import sparse_rows
+from tether.cloud.omega.layers import ServingModel
 
 __all__ = ["Block", "Partial", "aggregate", "finish", "merge", "needs_target_terms", "target_terms"]
 
@@ -49,7 +50,7 @@ class Block:
         """(n_dst, n_src) sparse CSR adjacency with the given per-edge values (ones by default)."""
         if values is None:
             values = torch.ones(self.col.numel())
-        return torch.sparse_csr_tensor(self.rowptr, self.col, values, size=(self.num_dst, n_src))
+        return sparse_rows(self.rowptr, self.col, values, (self.num_dst, n_src))
 
 
 @dataclass
@@ -65,27 +66,29 @@ class Partial:
         return [t for t in (self.value, self.m, self.s) if t is not None]
 
 
-def _reduce(model: GNN) -> str:
+def _reduce(model: ServingModel) -> str:
     cfg = model.config
     if cfg.kind == "gat":
         return "softmax"
     return "max" if cfg.kind == "sage" and cfg.aggr == "max" else "sum"
 
 
-def needs_target_terms(model: GNN) -> bool:
+def needs_target_terms(model: ServingModel) -> bool:
     """GAT needs each target's attention term at the ranks holding its sources."""
     return model.config.kind == "gat"
 
 
-def target_terms(model: GNN, layer: int, h_dst: Tensor) -> Tensor:
+def target_terms(model: ServingModel, layer: int, h_dst: Tensor) -> Tensor:
     """GAT: (n, H) attention logits a_dst . W h_i of targets whose own rows `h_dst` (n, F) are given."""
-    conv = model.convs[layer]
-    x = conv.lin(h_dst).view(-1, conv.heads, conv.out_channels)  # (n, H, C)
-    return (x * conv.att_dst).sum(-1)
+    p = model.layers[layer]
+    x = F.linear(h_dst, p.weight).view(-1, p.heads, p.channels)  # (n, H, C)
+    return (x * p.att_dst).sum(-1)
 
 
 @torch.no_grad()
-def aggregate(model: GNN, layer: int, block: Block, h_src: Tensor, a_dst: Tensor | None = None) -> Partial:
+def aggregate(
+    model: ServingModel, layer: int, block: Block, h_src: Tensor, a_dst: Tensor | None = None
+) -> Partial:
     """This rank's partial aggregate over its edges; `h_src` (n_src, F) rows follow block.src.
 
     GAT also takes `a_dst` (n_dst, H) from target_terms, gathered from the targets' owners.
@@ -106,12 +109,12 @@ def aggregate(model: GNN, layer: int, block: Block, h_src: Tensor, a_dst: Tensor
     if reduce == "max":
         out = torch.sparse.mm(block.matrix(None, n_src), h_src, "max")
         return Partial("max", out.masked_fill(local.view(-1, 1) == 0, float("-inf")))
-    conv = model.convs[layer]
-    heads, c = conv.heads, conv.out_channels
-    x = conv.lin(h_src).view(-1, heads, c)  # (n_src, H, C)
-    a_src = (x * conv.att_src).sum(-1)  # (n_src, H)
+    p = model.layers[layer]
+    heads = p.heads
+    x = F.linear(h_src, p.weight).view(-1, heads, p.channels)  # (n_src, H, C)
+    a_src = (x * p.att_src).sum(-1)  # (n_src, H)
     row = block.row_index()
-    logit = F.leaky_relu(a_src[block.col] + a_dst[row], conv.negative_slope)  # (nnz, H)
+    logit = F.leaky_relu(a_src[block.col] + a_dst[row], p.negative_slope)  # (nnz, H)
     m = torch.full((block.num_dst, heads), float("-inf"))
     m = m.scatter_reduce(0, row.view(-1, 1).expand(-1, heads), logit, "amax", include_self=True)
     p = torch.exp(logit - m[row])  # (nnz, H)
@@ -145,24 +148,26 @@ def merge(partials: list[Partial]) -> Partial:
 
 
 @torch.no_grad()
-def finish(model: GNN, layer: int, agg: Partial, h_dst: Tensor, deg: Tensor, count: Tensor) -> Tensor:
+def finish(
+    model: ServingModel, layer: int, agg: Partial, h_dst: Tensor, deg: Tensor, count: Tensor
+) -> Tensor:
     """The layer's output for targets whose merged aggregate and own rows `h_dst` (n, F) are given.
 
     `deg`, `count` (n,): whole-graph degree and neighbour messages received. ReLU except on the last layer.
     """
-    cfg, conv = model.config, model.convs[layer]
+    cfg, p = model.config, model.layers[layer]
     if cfg.kind == "gcn":
         # D^-1 (A + I): (sum of neighbours [scaled] + self) / (deg + 1), then the shared weight
-        out = conv.lin((agg.value + h_dst) / (deg + 1).view(-1, 1)) + conv.bias
+        out = F.linear((agg.value + h_dst) / (deg + 1).view(-1, 1), p.weight, p.bias)
     elif cfg.kind == "sage":
         neigh = agg.value
         if cfg.aggr == "mean":
             neigh = neigh / count.clamp(min=1).view(-1, 1)
         elif cfg.aggr == "max":
             neigh = torch.where(torch.isfinite(neigh), neigh, 0.0)  # PyG: a node with no neighbour gets 0
-        out = conv.lin_l(neigh) + conv.lin_r(h_dst)
+        out = F.linear(neigh, p.weight, p.bias) + F.linear(h_dst, p.root_weight)
     else:
         out = agg.value / agg.s.unsqueeze(-1)  # (n, H, C)
-        out = out.reshape(out.shape[0], -1) if conv.concat else out.mean(1)
-        out = out + conv.bias
-    return out if layer == len(model.convs) - 1 else F.relu(out)
+        out = out.reshape(out.shape[0], -1) if p.concat else out.mean(1)
+        out = out + p.bias
+    return out if layer == len(model.layers) - 1 else F.relu(out)

@@ -12,65 +12,15 @@ no recomputation of the 1-hop neighbourhood could ever be exact.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
-__all__ = ["GNN", "KINDS", "ModelConfig", "training_adjacency"]
+from tether.cloud.omega.config import ModelConfig
+from tether.cloud.omega.csr import sparse_rows
 
-KINDS = ("gcn", "sage", "gat")
-SAGE_AGGRS = ("mean", "max", "sum")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    kind: str = "sage"  # gcn | sage | gat
-    num_layers: int = 2
-    in_dim: int = 64
-    hidden: int = 64
-    num_classes: int = 8
-    heads: int = 4  # GAT's hidden layers: heads x (hidden / heads), concatenated
-    aggr: str = "mean"  # GraphSAGE's neighbour aggregation: mean | max | sum
-    dropout: float = 0.2
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.kind in KINDS, f"kind in {KINDS}", self.kind),
-            (
-                2 <= self.num_layers <= 3,
-                "2 <= num_layers <= 3 (1-hop recomputation is exact up to 3)",
-                self.num_layers,
-            ),
-            (self.in_dim >= 1, "in_dim >= 1", self.in_dim),
-            (self.hidden >= 1, "hidden >= 1", self.hidden),
-            (self.num_classes >= 2, "num_classes >= 2", self.num_classes),
-            (
-                self.heads >= 1 and self.hidden % self.heads == 0,
-                "heads >= 1 and hidden % heads == 0",
-                self.heads,
-            ),
-            (self.aggr in SAGE_AGGRS, f"aggr in {SAGE_AGGRS}", self.aggr),
-            (0.0 <= self.dropout < 1.0, "0 <= dropout < 1", self.dropout),
-        ]
-        for ok, rule, value in checks:
-            if not ok:
-                raise ValueError(f"ModelConfig: {rule} must hold, but got {value!r}")
-
-    @property
-    def name(self) -> str:
-        """Artefact name, e.g. sage3, gat2, sage2-max."""
-        suffix = f"-{self.aggr}" if self.kind == "sage" and self.aggr != "mean" else ""
-        return f"{self.kind}{self.num_layers}{suffix}"
-
-    def dims(self) -> list[int]:
-        """Width of h^0 .. h^L."""
-        return [self.in_dim] + [self.hidden] * (self.num_layers - 1) + [self.num_classes]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["GNN", "training_adjacency"]
 
 
 class GNN(nn.Module):
@@ -125,4 +75,4 @@ def training_adjacency(edge_index: Tensor, num_nodes: int, kind: str) -> Tensor:
     counts = torch.bincount(dst, minlength=num_nodes)
     crow = torch.zeros(num_nodes + 1, dtype=torch.long)
     torch.cumsum(counts, 0, out=crow[1:])
-    return torch.sparse_csr_tensor(crow, src[order], value[order], size=(num_nodes, num_nodes))
+    return sparse_rows(crow, src[order], value[order], (num_nodes, num_nodes))

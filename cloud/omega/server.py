@@ -19,7 +19,7 @@ from torch import Tensor
 from tether.cloud.omega import kernel
 from tether.cloud.omega.comm import Comm, LocalComm
 from tether.cloud.omega.csr import CSR, Adjacency, concat_rows
-from tether.cloud.omega.models import GNN
+from tether.cloud.omega.layers import ServingModel
 from tether.cloud.omega.plan import Method, Plan, Scratch, build_plan
 from tether.cloud.omega.request import Request, validate_request
 from tether.cloud.omega.store import EmbeddingStore, partition_bounds
@@ -105,9 +105,11 @@ class OmegaServer:
     """
 
     def __init__(
-        self, model: GNN, index: GraphIndex, store: EmbeddingStore, *, comm: Comm | None = None
+        self, model: ServingModel, index: GraphIndex, store: EmbeddingStore, *, comm: Comm | None = None
     ) -> None:
-        self.model = model.eval()
+        if not isinstance(model, ServingModel):  # a trained GNN module: serve its parameters
+            model = ServingModel.from_module(model)
+        self.model = model
         self.index = index
         self.store = store
         self.comm = comm or LocalComm()
@@ -193,7 +195,7 @@ class OmegaServer:
 
 
 def run_plan(
-    model: GNN,
+    model: ServingModel,
     plan: Plan,
     adj: Adjacency,
     load,
@@ -270,10 +272,15 @@ def _exchange(part: kernel.Partial, counts: list[int], comm: Comm) -> list[kerne
     return out
 
 
-def whole_graph_layers(model: GNN, index: GraphIndex, x: Tensor) -> list[Tensor]:
-    """h^0 .. h^L of every existing node (precompute), with the serving kernel in one process."""
+def whole_graph_layers(model, index: GraphIndex, x: Tensor) -> list[Tensor]:
+    """h^0 .. h^L of every existing node (precompute), with the serving kernel in one process.
+
+    `model`: a ServingModel or a trained GNN module.
+    """
     from tether.cloud.omega.plan import LayerPlan
 
+    if not isinstance(model, ServingModel):
+        model = ServingModel.from_module(model)
     n = index.num_nodes
     adj = Adjacency(index.csr, index.degree)
     everyone = torch.arange(n)

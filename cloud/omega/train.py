@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from tether.cloud.omega.config import ModelConfig
 from tether.cloud.omega.graphs import ServingSplit
-from tether.cloud.omega.models import GNN, ModelConfig, training_adjacency
+from tether.cloud.omega.models import GNN, training_adjacency
 
 __all__ = ["TrainConfig", "TrainResult", "train_model"]
 
