@@ -23,6 +23,7 @@ __all__ = ["hf_reference"]
 def hf_reference(gguf: Path | None = None):
     """(model, tokenizer) of transformers for the GGUF file (default: the embedded SmolLM2), float32, eval."""
     import transformers
+    from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = gguf or default_model_path()
@@ -33,7 +34,15 @@ def hf_reference(gguf: Path | None = None):
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-        model.save_pretrained(tmp)
+        tmp.mkdir(parents=True, exist_ok=True)
+        # transformers refuses save_pretrained on a model it read from GGUF (flagged as quantised,
+        # though its weights are float32 by now): write the config without that flag, and the
+        # weights with safetensors (save_model drops the tied lm_head copy).
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"))
         tok.save_pretrained(tmp)
         try:
             tmp.rename(folder)  # atomic: a parallel worker may have won the race, then keep theirs

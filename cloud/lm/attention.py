@@ -225,7 +225,9 @@ class AttentionSlot(nn.Module):
     def add_kind(self, name: str, impl: AttentionLayer) -> None:
         """Register another kind (both weight sets stay resident: a swap is a dictionary lookup)."""
         if not isinstance(impl, AttentionLayer):
-            raise TypeError(f"layer {self.layer}: kind {name!r} must be an AttentionLayer, got {type(impl).__name__}")
+            raise TypeError(
+                f"layer {self.layer}: kind {name!r} must be an AttentionLayer, got {type(impl).__name__}"
+            )
         self.impls[name] = impl
 
     def impl(self, name: str) -> AttentionLayer:

@@ -76,7 +76,9 @@ def _decode_geometry(lengths: list[int], block_size: int) -> tuple[int, torch.Te
     if all(n == total for n in lengths):
         return nb, None
     pad = torch.arange(total)[None, :] >= torch.tensor(lengths)[:, None]
-    return nb, torch.zeros(len(lengths), total).masked_fill_(pad, float("-inf")).view(1, len(lengths), 1, total)
+    return nb, torch.zeros(len(lengths), total).masked_fill_(pad, float("-inf")).view(
+        1, len(lengths), 1, total
+    )
 
 
 class AttentionBatch:

@@ -119,7 +119,9 @@ class PrefixCache:
             self._idle[key] = entry  # most recently used at the end
             self._count_idle(entry, +1)
 
-    def register(self, key: int, parent: int | None, blocks: dict[tuple[str, int], int], num_tokens: int) -> None:
+    def register(
+        self, key: int, parent: int | None, blocks: dict[tuple[str, int], int], num_tokens: int
+    ) -> None:
         """Hand `blocks` to a new entry `key` referenced once (by the sequence that computed them)."""
         entry = PrefixEntry(key, dict(blocks), refs=1, num_tokens=num_tokens)
         self.entries[key] = entry

@@ -83,7 +83,9 @@ class CacheUsage:
 class SequenceCache:
     """One sequence's cache across layers. Block index j covers tokens [j*bs, (j+1)*bs)."""
 
-    def __init__(self, seq_id: int, kinds: list[str], cache_kinds: list[CacheKind], side_layers, capacity: int):
+    def __init__(
+        self, seq_id: int, kinds: list[str], cache_kinds: list[CacheKind], side_layers, capacity: int
+    ):
         self.seq_id = seq_id
         self.kinds = kinds  # per layer: attention kind name
         self.cache_kinds = cache_kinds
@@ -106,7 +108,9 @@ class SequenceCache:
 class CacheManager:
     """Owns the KV and side pools and every running sequence's cache."""
 
-    def __init__(self, model: ModelConfig, cfg: CacheConfig, slots: Sequence[AttentionSlot], max_context: int):
+    def __init__(
+        self, model: ModelConfig, cfg: CacheConfig, slots: Sequence[AttentionSlot], max_context: int
+    ):
         self.model = model
         self.cfg = cfg
         self.slots = list(slots)
@@ -187,7 +191,7 @@ class CacheManager:
             if key is not None:
                 self.prefix.release(key)
                 continue
-            for layer, blocks in enumerate(seq.kv_blocks):
+            for blocks in seq.kv_blocks:
                 if j < len(blocks):
                     self.kv_pool.free([blocks[j]])
             for blocks in seq.side_blocks.values():
@@ -288,7 +292,11 @@ class CacheManager:
         tables = torch.stack([s.table[:, :nb] for s in seqs])  # (S, L, nb)
         block_of_row = positions // bs
         slot_mapping = (tables[row_seq, :, block_of_row] * bs + (positions % bs)[:, None]).T.contiguous()
-        ends = [st + n - 1 for st, n, want in zip(starts, lengths, sample or [True] * len(seqs), strict=True) if want]
+        ends = [
+            st + n - 1
+            for st, n, want in zip(starts, lengths, sample or [True] * len(seqs), strict=True)
+            if want
+        ]
         kinds0 = seqs[0].kinds
         uniform = [
             kinds0[layer] if all(s.kinds[layer] == kinds0[layer] for s in seqs) else None
@@ -368,13 +376,24 @@ class CacheManager:
             return
         new_cache = target.convert_from(source, self.layer_cache(seq, layer))
         if target.cache_kind is not CacheKind.STATE:
-            raise NotImplementedError(f"layer {layer}: conversion to a {target.cache_kind.value} kind is not supported")
-        for j, block in enumerate(seq.kv_blocks[layer]):
-            if seq.entry_keys[j] is None:
-                self.kv_pool.free([block])
-        for j, block in enumerate(seq.side_blocks.get(layer, [])):
-            if seq.entry_keys[j] is None:
-                self.side_pool.free([block])
+            raise NotImplementedError(
+                f"layer {layer}: conversion to a {target.cache_kind.value} kind is not supported"
+            )
+        for pool, blocks in (
+            (self.kv_pool, seq.kv_blocks[layer]),
+            (self.side_pool, seq.side_blocks.get(layer, [])),
+        ):
+            for j, block in enumerate(blocks):
+                key = seq.entry_keys[j]
+                if key is None:
+                    pool.free([block])
+                    continue
+                # A shared prefix block stays with its entry, unless this sequence is the entry's only user:
+                # then the entry gives up this layer (later lookups miss there) and the memory comes back.
+                entry = self.prefix.entries[key]
+                if entry.refs == 1:
+                    del entry.blocks[(pool.name, layer)]
+                    pool.free([block])
         seq.kv_blocks[layer] = []
         seq.table[layer].zero_()
         if layer in seq.side_layers:
@@ -425,14 +444,20 @@ class CacheManager:
         free_kv = self.kv_pool.num_free
         idle_kv = self.prefix.idle_blocks("kv")
         used = self.kv_pool.num_blocks - free_kv - idle_kv
-        state_bytes = sum(t.numel() * t.element_size() for s in self.seqs.values() for st in s.states.values()
-                          for t in st.values())
+        state_bytes = sum(
+            t.numel() * t.element_size()
+            for s in self.seqs.values()
+            for st in s.states.values()
+            for t in st.values()
+        )
         return CacheUsage(
             kv_blocks_total=self.kv_pool.num_blocks,
             kv_blocks_used=used,
             kv_blocks_cached=idle_kv,
             kv_bytes_used=used * self.kv_pool.block_bytes,
-            side_blocks_used=self.side_pool.num_blocks - self.side_pool.num_free - self.prefix.idle_blocks("side"),
+            side_blocks_used=self.side_pool.num_blocks
+            - self.side_pool.num_free
+            - self.prefix.idle_blocks("side"),
             state_bytes=state_bytes,
             prefix_hit_tokens=self.prefix_hit_tokens,
             prefix_query_tokens=self.prefix_query_tokens,

@@ -187,7 +187,9 @@ def _load_safetensors(path: Path) -> Checkpoint:
     files = sorted(folder.glob("*.safetensors")) if path.is_dir() else [path]
     cfg_path = folder / "config.json"
     if not files or not cfg_path.is_file():
-        raise CheckpointError(f"{folder}: a safetensors checkpoint needs config.json and *.safetensors beside it")
+        raise CheckpointError(
+            f"{folder}: a safetensors checkpoint needs config.json and *.safetensors beside it"
+        )
     hf = json.loads(cfg_path.read_text())
     if hf.get("model_type", "llama") not in ("llama", "mistral"):
         raise CheckpointError(f"{cfg_path}: model_type must be 'llama', but got {hf.get('model_type')!r}")

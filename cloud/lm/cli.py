@@ -8,12 +8,20 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="The shared language model: an OpenAI-compatible server and a local generator.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="The shared language model: an OpenAI-compatible server and a local generator.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 
-def _engine(model: Optional[Path], threads: int, max_batch_size: int, max_tokens_per_step: int,  # noqa: UP045
-            prefix_cache: bool):
+def _engine(
+    model: Optional[Path],
+    threads: int,
+    max_batch_size: int,
+    max_tokens_per_step: int,  # noqa: UP045
+    prefix_cache: bool,
+):
     from tether.cloud.lm.config import CacheConfig, EngineConfig, SchedulerConfig
     from tether.cloud.lm.engine import LLMEngine
 
@@ -25,18 +33,30 @@ def _engine(model: Optional[Path], threads: int, max_batch_size: int, max_tokens
     return LLMEngine.load(model, config)
 
 
-_MODEL = typer.Option(None, "--model", help="GGUF file or safetensors folder (default: lm_model setting, "
-                      "else the embedded SmolLM2-135M-Instruct).")
+_MODEL = typer.Option(
+    None,
+    "--model",
+    help="GGUF file or safetensors folder (default: lm_model setting, "
+    "else the embedded SmolLM2-135M-Instruct).",
+)
 _THREADS = typer.Option(2, "--threads", min=1, help="torch threads of the engine.")
 _MBS = typer.Option(8, "--max-batch-size", min=1, help="Sequences per engine step.")
-_MTPS = typer.Option(256, "--max-tokens-per-step", min=1, help="Tokens per engine step (decode + prefill chunks).")
-_PREFIX = typer.Option(True, "--prefix-cache/--no-prefix-cache", help="Reuse cached blocks of shared prefixes.")
+_MTPS = typer.Option(
+    256, "--max-tokens-per-step", min=1, help="Tokens per engine step (decode + prefill chunks)."
+)
+_PREFIX = typer.Option(
+    True, "--prefix-cache/--no-prefix-cache", help="Reuse cached blocks of shared prefixes."
+)
 
 
 @app.command()
 def serve(
-    host: Optional[str] = typer.Option(None, "--host", help="Bind address (default: the lm_host setting, "  # noqa: UP045
-                                       "loopback)."),
+    host: Optional[str] = typer.Option(
+        None,
+        "--host",
+        help="Bind address (default: the lm_host setting, "  # noqa: UP045
+        "loopback).",
+    ),
     port: Optional[int] = typer.Option(None, "--port", help="TCP port (default: the lm_port setting)."),  # noqa: UP045
     model: Optional[Path] = _MODEL,  # noqa: UP045
     threads: int = _THREADS,
@@ -54,9 +74,15 @@ def serve(
         from tether.bus import run_node
         from tether.cloud.lm.service import LMNode
 
-        overrides = {"host": host, "port": port, "model": str(model or ""), "threads": threads,
-                     "max_batch_size": max_batch_size, "max_tokens_per_step": max_tokens_per_step,
-                     "prefix_caching": prefix_cache}
+        overrides = {
+            "host": host,
+            "port": port,
+            "model": str(model or ""),
+            "threads": threads,
+            "max_batch_size": max_batch_size,
+            "max_tokens_per_step": max_tokens_per_step,
+            "prefix_caching": prefix_cache,
+        }
         raise typer.Exit(run_node(lambda **kw: LMNode(parameter_overrides=overrides, **kw), []))
     from tether.cloud.lm.server import serve as serve_http
 
@@ -87,13 +113,19 @@ def generate(
         if out.finished:
             done.append(out)
 
-    engine.submit(text, SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed),
-                  on_output=show)
+    engine.submit(
+        text,
+        SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed),
+        on_output=show,
+    )
     while not done:
         engine.step()
     out = done[0]
-    typer.echo(f"\n[{out.prompt_tokens} prompt + {out.completion_tokens} output tokens, "
-               f"finish: {out.finish_reason.value}]", err=True)
+    typer.echo(
+        f"\n[{out.prompt_tokens} prompt + {out.completion_tokens} output tokens, "
+        f"finish: {out.finish_reason.value}]",
+        err=True,
+    )
 
 
 @app.command()
@@ -105,11 +137,15 @@ def info(model: Optional[Path] = _MODEL) -> None:  # noqa: UP045
     cfg = ckpt.config
     typer.echo(f"path:   {resolve_model_path(model)}")
     typer.echo(f"name:   {ckpt.name} ({cfg.name})")
-    typer.echo(f"shape:  {cfg.n_layer} layers, n_embd {cfg.n_embd}, heads {cfg.n_head} q / {cfg.n_kv_head} kv "
-               f"x {cfg.head_dim}, ffn {cfg.ffn_dim}, vocab {cfg.vocab_size}, context {cfg.context_len}")
+    typer.echo(
+        f"shape:  {cfg.n_layer} layers, n_embd {cfg.n_embd}, heads {cfg.n_head} q / {cfg.n_kv_head} kv "
+        f"x {cfg.head_dim}, ffn {cfg.ffn_dim}, vocab {cfg.vocab_size}, context {cfg.context_len}"
+    )
     params = sum(t.numel() for t in ckpt.weights.values())
     typer.echo(f"params: {params / 1e6:.1f} M (float32 {params * 4 / 2**20:.0f} MiB)")
     kv = cfg.kv_bytes_per_token_per_layer
     typer.echo(f"cache:  {kv} B per token per layer, {kv * cfg.n_layer / 1024:.1f} KiB per token")
-    typer.echo(f"chat template: {'yes' if ckpt.tokenizer.chat_template else 'no'}; "
-               f"eos ids {list(ckpt.tokenizer.eos_ids)}")
+    typer.echo(
+        f"chat template: {'yes' if ckpt.tokenizer.chat_template else 'no'}; "
+        f"eos ids {list(ckpt.tokenizer.eos_ids)}"
+    )

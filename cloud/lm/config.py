@@ -41,7 +41,16 @@ class ModelConfig:
     name: str = "llama"
 
     def __post_init__(self) -> None:
-        for f in ("vocab_size", "n_layer", "n_embd", "n_head", "n_kv_head", "head_dim", "ffn_dim", "context_len"):
+        for f in (
+            "vocab_size",
+            "n_layer",
+            "n_embd",
+            "n_head",
+            "n_kv_head",
+            "head_dim",
+            "ffn_dim",
+            "context_len",
+        ):
             _check("ModelConfig", f, getattr(self, f), 1, 1 << 24)
         if self.n_head % self.n_kv_head:
             raise ConfigError(

@@ -87,7 +87,9 @@ class LLMEngine:
     def load(cls, path: Path | str | None = None, config: EngineConfig | None = None, **kw: Any) -> LLMEngine:
         """The engine for a checkpoint (default: the `lm_model` setting, else the embedded SmolLM2)."""
         ckpt = load_checkpoint(path)
-        return cls(Transformer.from_checkpoint(ckpt), ckpt.tokenizer, config, name=kw.pop("name", ckpt.name), **kw)
+        return cls(
+            Transformer.from_checkpoint(ckpt), ckpt.tokenizer, config, name=kw.pop("name", ckpt.name), **kw
+        )
 
     # --- any thread ----------------------------------------------------------------------------
 
@@ -146,7 +148,9 @@ class LLMEngine:
             return export
         # The cache covers the whole prompt, but the last prompt token must run to give logits.
         if any("k" not in layer for layer in export.layers):
-            raise RequestRejected("import_cache with recurrent-state layers: the prompt must extend the export")
+            raise RequestRejected(
+                "import_cache with recurrent-state layers: the prompt must extend the export"
+            )
         keep = len(ids) - 1
         layers = [{k: t[:keep] for k, t in layer.items()} for layer in export.layers]
         return CacheExport(export.token_ids[:keep], list(export.kinds), layers)
@@ -163,10 +167,15 @@ class LLMEngine:
         self._wake.set()
         return fut
 
-    def set_limits(self, *, max_batch_size: int | None = None, max_tokens_per_step: int | None = None) -> None:
+    def set_limits(
+        self, *, max_batch_size: int | None = None, max_tokens_per_step: int | None = None
+    ) -> None:
         """Change the scheduler's knobs; they apply from the next step (validated: raises ConfigError)."""
-        changes = {k: v for k, v in (("max_batch_size", max_batch_size), ("max_tokens_per_step", max_tokens_per_step))
-                   if v is not None}
+        changes = {
+            k: v
+            for k, v in (("max_batch_size", max_batch_size), ("max_tokens_per_step", max_tokens_per_step))
+            if v is not None
+        }
         self.limits = replace(self.limits, **changes)
 
     def convert_layer(self, layer: int, kind: str, *, in_flight: bool = True) -> Future:
@@ -229,13 +238,21 @@ class LLMEngine:
                 log.exception("engine step failed")
                 for s in plan.scheduled:
                     if s.request.state is not RequestState.FINISHED:
-                        self._end(s.request, s.request.finish(FinishReason.ERROR, f"{type(exc).__name__}: {exc}"))
+                        self._end(
+                            s.request, s.request.finish(FinishReason.ERROR, f"{type(exc).__name__}: {exc}")
+                        )
         self._running = self.scheduler.num_running
         usage = self.cache.usage()
         prompt_tokens = sum(s.num_tokens for s in plan.scheduled if s.num_tokens > 1)
         out_tokens = sum(1 for s in plan.scheduled if s.samples)
-        self.metrics.record_step(out_tokens, prompt_tokens, self.scheduler.num_waiting, self._running,
-                                 usage.kv_blocks_used, usage.kv_blocks_total)
+        self.metrics.record_step(
+            out_tokens,
+            prompt_tokens,
+            self.scheduler.num_waiting,
+            self._running,
+            usage.kv_blocks_used,
+            usage.kv_blocks_total,
+        )
         return plan.num_tokens
 
     def _drain_inbox(self) -> None:
@@ -263,7 +280,9 @@ class LLMEngine:
     def _execute(self, plan: SchedulerOutput) -> torch.Tensor:
         reqs = [s.request for s in plan.scheduled]
         seqs = [r.seq for r in reqs]
-        chunks = [r.tokens[r.seq.num_tokens : r.seq.num_tokens + s.num_tokens] for r, s in zip(reqs, plan.scheduled)]
+        chunks = [
+            r.tokens[r.seq.num_tokens : r.seq.num_tokens + s.num_tokens] for r, s in zip(reqs, plan.scheduled)
+        ]
         step = self.cache.prepare_step(seqs, chunks, plan.num_decode, [s.samples for s in plan.scheduled])
         with torch.inference_mode():
             logits = self.model.forward_step(step)

@@ -35,10 +35,15 @@ class EngineMetrics:
         self.kv_blocks_total = 0
         self.registry = CollectorRegistry()
         r = self.registry
-        self.p_ttft = Histogram("lm_time_to_first_token_seconds", "Arrival to first token", buckets=_LATENCY_BUCKETS,
-                                registry=r)
-        self.p_tpot = Histogram("lm_time_per_output_token_seconds", "Mean gap between output tokens",
-                                buckets=_LATENCY_BUCKETS, registry=r)
+        self.p_ttft = Histogram(
+            "lm_time_to_first_token_seconds", "Arrival to first token", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.p_tpot = Histogram(
+            "lm_time_per_output_token_seconds",
+            "Mean gap between output tokens",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.p_prompt = Counter("lm_prompt_tokens", "Prompt tokens processed", registry=r)
         self.p_generated = Counter("lm_generation_tokens", "Output tokens generated", registry=r)
         self.p_requests = Counter("lm_requests_finished", "Requests ended, by reason", ["reason"], registry=r)
@@ -48,8 +53,15 @@ class EngineMetrics:
         self.p_kv = Gauge("lm_kv_blocks_used", "KV blocks held by running requests", registry=r)
         self.p_kv_total = Gauge("lm_kv_blocks_total", "KV blocks in the pool", registry=r)
 
-    def record_step(self, output_tokens: int, prompt_tokens: int, queue_len: int, running: int,
-                    kv_used: int, kv_total: int) -> None:
+    def record_step(
+        self,
+        output_tokens: int,
+        prompt_tokens: int,
+        queue_len: int,
+        running: int,
+        kv_used: int,
+        kv_total: int,
+    ) -> None:
         now = time.perf_counter()
         with self._lock:
             if output_tokens:

@@ -26,13 +26,17 @@ class SamplingParams:
     top_k: int = 0  # keep the k most likely tokens; 0 = all
     max_tokens: int = 16  # output tokens at most
     stop: tuple[str, ...] = ()  # stop strings: output ends before the first one; not returned
-    stop_token_ids: tuple[int, ...] = ()  # extra token ids that end the output (the tokenizer's EOS always do)
+    stop_token_ids: tuple[
+        int, ...
+    ] = ()  # extra token ids that end the output (the tokenizer's EOS always do)
     ignore_eos: bool = False  # generate max_tokens whatever (benchmarks)
     seed: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.temperature <= 100.0:
-            raise SamplingError(f"temperature must satisfy 0 <= temperature <= 100, but got {self.temperature}")
+            raise SamplingError(
+                f"temperature must satisfy 0 <= temperature <= 100, but got {self.temperature}"
+            )
         if not 0.0 < self.top_p <= 1.0:
             raise SamplingError(f"top_p must satisfy 0 < top_p <= 1, but got {self.top_p}")
         if self.top_k < 0:

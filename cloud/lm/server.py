@@ -47,7 +47,9 @@ def create_app(engine: LLMEngine) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        return JSONResponse(error_body(f"invalid request: {details}", "invalid_request_error"), status_code=422)
+        return JSONResponse(
+            error_body(f"invalid request: {details}", "invalid_request_error"), status_code=422
+        )
 
     @app.get("/health")
     async def health() -> dict:
@@ -55,8 +57,13 @@ def create_app(engine: LLMEngine) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict:
-        card = {"id": engine.name, "object": "model", "created": created, "owned_by": "tether",
-                "max_model_len": engine.max_context}
+        card = {
+            "id": engine.name,
+            "object": "model",
+            "created": created,
+            "owned_by": "tether",
+            "max_model_len": engine.max_context,
+        }
         return {"object": "list", "data": [card]}
 
     @app.get("/metrics")
@@ -67,20 +74,34 @@ def create_app(engine: LLMEngine) -> FastAPI:
 
     def check_model(body: _Common) -> None:
         if body.model is not None and body.model != engine.name:
-            raise _HTTPError(404, f"model {body.model!r} does not exist; this server serves {engine.name!r}",
-                             "invalid_request_error", "model_not_found")
+            raise _HTTPError(
+                404,
+                f"model {body.model!r} does not exist; this server serves {engine.name!r}",
+                "invalid_request_error",
+                "model_not_found",
+            )
 
     def prepare(body: _Common, prompt_ids: list[int], max_tokens: int | None):
         n = len(prompt_ids)
         room = engine.max_context - n
         if room < 1:
-            raise _HTTPError(400, f"the prompt has {n} tokens but the context holds {engine.max_context} tokens "
-                             f"(prompt and output together); shorten the prompt to at most "
-                             f"{engine.max_context - 1} tokens", "invalid_request_error", "context_length_exceeded")
+            raise _HTTPError(
+                400,
+                f"the prompt has {n} tokens but the context holds {engine.max_context} tokens "
+                f"(prompt and output together); shorten the prompt to at most "
+                f"{engine.max_context - 1} tokens",
+                "invalid_request_error",
+                "context_length_exceeded",
+            )
         if max_tokens is not None and n + max_tokens > engine.max_context:
-            raise _HTTPError(400, f"the prompt has {n} tokens and max_tokens is {max_tokens}: {n + max_tokens} "
-                             f"exceeds the context of {engine.max_context} tokens; lower max_tokens to at most "
-                             f"{room} or shorten the prompt", "invalid_request_error", "context_length_exceeded")
+            raise _HTTPError(
+                400,
+                f"the prompt has {n} tokens and max_tokens is {max_tokens}: {n + max_tokens} "
+                f"exceeds the context of {engine.max_context} tokens; lower max_tokens to at most "
+                f"{room} or shorten the prompt",
+                "invalid_request_error",
+                "context_length_exceeded",
+            )
         try:
             return body.sampling(max_tokens or room)
         except SamplingError as exc:
@@ -91,8 +112,12 @@ def create_app(engine: LLMEngine) -> FastAPI:
         loop = asyncio.get_running_loop()
         outputs: asyncio.Queue[RequestOutput] = asyncio.Queue()
         try:
-            rid = engine.submit(prompt_ids, params, request_id=f"cmpl-{uuid.uuid4().hex[:24]}",
-                                on_output=lambda o: loop.call_soon_threadsafe(outputs.put_nowait, o))
+            rid = engine.submit(
+                prompt_ids,
+                params,
+                request_id=f"cmpl-{uuid.uuid4().hex[:24]}",
+                on_output=lambda o: loop.call_soon_threadsafe(outputs.put_nowait, o),
+            )
         except QueueFull as exc:
             raise _HTTPError(429, f"server overloaded: {exc}", "rate_limit_error", "queue_full") from None
         except RequestRejected as exc:
@@ -126,19 +151,28 @@ def create_app(engine: LLMEngine) -> FastAPI:
             acc.text += out.text
             acc.finished, acc.finish_reason, acc.error = out.finished, out.finish_reason, out.error
             acc.prompt_tokens, acc.completion_tokens, acc.cached_tokens = (
-                out.prompt_tokens, out.completion_tokens, out.cached_tokens)
+                out.prompt_tokens,
+                out.completion_tokens,
+                out.cached_tokens,
+            )
         if acc.error:
             raise _HTTPError(500, f"generation failed: {acc.error}", "server_error")
         return acc
 
     def usage(out: RequestOutput) -> dict:
-        return {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
-                "total_tokens": out.prompt_tokens + out.completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": out.cached_tokens}}
+        return {
+            "prompt_tokens": out.prompt_tokens,
+            "completion_tokens": out.completion_tokens,
+            "total_tokens": out.prompt_tokens + out.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": out.cached_tokens},
+        }
 
     def finish(out: RequestOutput) -> str | None:
-        return None if out.finish_reason is None else ("stop" if out.finish_reason.value == "abort"
-                                                       else out.finish_reason.value)
+        return (
+            None
+            if out.finish_reason is None
+            else ("stop" if out.finish_reason.value == "abort" else out.finish_reason.value)
+        )
 
     def sse(obj: dict) -> bytes:
         return f"data: {json.dumps(obj)}\n\n".encode()
@@ -159,19 +193,31 @@ def create_app(engine: LLMEngine) -> FastAPI:
                     yield sse(shape(rid, ts, out, first))
                     first = False
             if last is not None and body.include_usage:
-                yield sse({"id": rid, "object": object_, "created": ts, "model": engine.name,
-                           "choices": [], "usage": usage(last)})
+                yield sse(
+                    {
+                        "id": rid,
+                        "object": object_,
+                        "created": ts,
+                        "model": engine.name,
+                        "choices": [],
+                        "usage": usage(last),
+                    }
+                )
             yield b"data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     async def parse(http: Request, model: type[_Common]) -> _Common:
         try:
             raw = await http.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RequestValidationError([{"loc": ("body",), "msg": f"not valid JSON: {exc}", "type": "json"}]) \
-                from None
+            raise RequestValidationError(
+                [{"loc": ("body",), "msg": f"not valid JSON: {exc}", "type": "json"}]
+            ) from None
         from pydantic import ValidationError
 
         try:
@@ -183,25 +229,45 @@ def create_app(engine: LLMEngine) -> FastAPI:
     async def completions(http: Request):
         body = await parse(http, CompletionRequest)
         check_model(body)
-        prompt_ids = engine.tokenizer.encode(body.prompt) if isinstance(body.prompt, str) else list(body.prompt)
+        prompt_ids = (
+            engine.tokenizer.encode(body.prompt) if isinstance(body.prompt, str) else list(body.prompt)
+        )
         if any(not 0 <= t < engine.model.config.vocab_size for t in prompt_ids):
-            raise _HTTPError(400, f"prompt token ids must satisfy 0 <= id < {engine.model.config.vocab_size}",
-                             "invalid_request_error")
+            raise _HTTPError(
+                400,
+                f"prompt token ids must satisfy 0 <= id < {engine.model.config.vocab_size}",
+                "invalid_request_error",
+            )
         params = prepare(body, prompt_ids, body.max_tokens)
-        echo = (body.prompt if isinstance(body.prompt, str) else engine.tokenizer.decode(prompt_ids)) \
-            if body.echo else ""
+        echo = (
+            (body.prompt if isinstance(body.prompt, str) else engine.tokenizer.decode(prompt_ids))
+            if body.echo
+            else ""
+        )
 
         def chunk(rid: str, ts: int, out: RequestOutput, first: bool) -> dict:
             text = (echo if first else "") + out.text
-            return {"id": rid, "object": "text_completion", "created": ts, "model": engine.name,
-                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish(out)}]}
+            return {
+                "id": rid,
+                "object": "text_completion",
+                "created": ts,
+                "model": engine.name,
+                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish(out)}],
+            }
 
         if body.stream:
             return stream(http, prompt_ids, params, body, chunk, "text_completion")
         out = await collect(http, prompt_ids, params)
-        return {"id": out.request_id, "object": "text_completion", "created": int(time.time()), "model": engine.name,
-                "choices": [{"index": 0, "text": echo + out.text, "logprobs": None, "finish_reason": finish(out)}],
-                "usage": usage(out)}
+        return {
+            "id": out.request_id,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": engine.name,
+            "choices": [
+                {"index": 0, "text": echo + out.text, "logprobs": None, "finish_reason": finish(out)}
+            ],
+            "usage": usage(out),
+        }
 
     @app.post("/v1/chat/completions")
     async def chat(http: Request):
@@ -213,16 +279,31 @@ def create_app(engine: LLMEngine) -> FastAPI:
 
         def chunk(rid: str, ts: int, out: RequestOutput, first: bool) -> dict:
             delta = {"role": "assistant", "content": out.text} if first else {"content": out.text}
-            return {"id": rid, "object": "chat.completion.chunk", "created": ts, "model": engine.name,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish(out)}]}
+            return {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": ts,
+                "model": engine.name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish(out)}],
+            }
 
         if body.stream:
             return stream(http, prompt_ids, params, body, chunk, "chat.completion.chunk")
         out = await collect(http, prompt_ids, params)
-        return {"id": out.request_id, "object": "chat.completion", "created": int(time.time()), "model": engine.name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": out.text},
-                             "finish_reason": finish(out)}],
-                "usage": usage(out)}
+        return {
+            "id": out.request_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": engine.name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": out.text},
+                    "finish_reason": finish(out),
+                }
+            ],
+            "usage": usage(out),
+        }
 
     return app
 
@@ -233,7 +314,9 @@ class ServerThread:
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        )
         self.server.install_signal_handlers = lambda: None  # not the main thread
         self._thread = threading.Thread(target=self.server.run, name="lm-http", daemon=True)
         self.host = host

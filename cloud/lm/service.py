@@ -35,14 +35,26 @@ class LMNode(Node):
         kwargs.setdefault("namespace", "/cloud")
         super().__init__("lm", **kwargs)
         base = engine.limits if engine is not None else SchedulerConfig()
-        mbs = self.declare_parameter("max_batch_size", base.max_batch_size, min=1, max=256,
-                                     description="sequences per engine step (decode and prefill together)")
-        mtps = self.declare_parameter("max_tokens_per_step", base.max_tokens_per_step, min=1, max=8192,
-                                      description="tokens per engine step: decode tokens plus prompt chunks")
+        mbs = self.declare_parameter(
+            "max_batch_size",
+            base.max_batch_size,
+            min=1,
+            max=256,
+            description="sequences per engine step (decode and prefill together)",
+        )
+        mtps = self.declare_parameter(
+            "max_tokens_per_step",
+            base.max_tokens_per_step,
+            min=1,
+            max=8192,
+            description="tokens per engine step: decode tokens plus prompt chunks",
+        )
         http = self.declare_parameter("http", True, read_only=True, description="serve the OpenAI API").value
         host = self.declare_parameter("host", settings().lm_host, read_only=True).value
         port = self.declare_parameter("port", settings().lm_port, read_only=True, min=0, max=65535).value
-        model = self.declare_parameter("model", "", read_only=True, description="checkpoint; empty = default").value
+        model = self.declare_parameter(
+            "model", "", read_only=True, description="checkpoint; empty = default"
+        ).value
         threads = self.declare_parameter("threads", 2, read_only=True, min=1, max=256).value
         prefix = self.declare_parameter("prefix_caching", True, read_only=True).value
         if engine is None:

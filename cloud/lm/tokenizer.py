@@ -17,9 +17,7 @@ from typing import Any
 __all__ = ["StreamDecoder", "Tokenizer", "TokenizerError"]
 
 # Llama 3's split regex (llama.cpp "llama-bpe"): contractions, letters, 1-3 digits, punctuation, spaces.
-_LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+_LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 _CONTROL = 3  # GGUF token type of control tokens (<|im_start|> ...): matched whole in text, never split
 _USER_DEFINED = 4
 
@@ -158,9 +156,11 @@ class Tokenizer:
         eos_ids = eos if isinstance(eos, list) else ([eos] if eos is not None else [])
         if (e := tok_id(cfg.get("eos_token"))) is not None:
             eos_ids.append(e)
-        special = [t.id for t in backend.get_added_tokens_decoder().values() if t.special] if hasattr(
-            backend, "get_added_tokens_decoder"
-        ) else []
+        special = (
+            [t.id for t in backend.get_added_tokens_decoder().values() if t.special]
+            if hasattr(backend, "get_added_tokens_decoder")
+            else []
+        )
         template = cfg.get("chat_template")
         if template is None and (folder / "chat_template.jinja").is_file():
             template = (folder / "chat_template.jinja").read_text()
@@ -184,7 +184,9 @@ class Tokenizer:
     def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special)
 
-    def apply_chat_template(self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True
+    ) -> str:
         """Render `messages` ([{role, content}]) with the checkpoint's template (a Jinja sandbox)."""
         if self.chat_template is None:
             # No template in the checkpoint: a plain transcript, clearly delimited.

@@ -7,8 +7,17 @@ import pytest
 from tether.cloud.lm import EngineConfig, LLMEngine, ModelConfig, Tokenizer, Transformer, load_checkpoint
 
 # 3 layers, grouped-query attention (4 query heads on 2 KV heads), the byte-level tokenizer's vocabulary.
-TINY = ModelConfig(vocab_size=259, n_layer=3, n_embd=64, n_head=4, n_kv_head=2, head_dim=16, ffn_dim=128,
-                   context_len=512, tie_embeddings=False)
+TINY = ModelConfig(
+    vocab_size=259,
+    n_layer=3,
+    n_embd=64,
+    n_head=4,
+    n_kv_head=2,
+    head_dim=16,
+    ffn_dim=128,
+    context_len=512,
+    tie_embeddings=False,
+)
 
 
 @pytest.fixture(scope="session")

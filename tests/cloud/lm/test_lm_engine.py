@@ -16,7 +16,12 @@ from tether.cloud.lm import (
 )
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
-PROMPTS = ["hello world, this is a test", "a", "the quick brown fox jumps over the lazy dog " * 2, "0123456789"]
+PROMPTS = [
+    "hello world, this is a test",
+    "a",
+    "the quick brown fox jumps over the lazy dog " * 2,
+    "0123456789",
+]
 
 
 def _tokens(outs):
@@ -52,7 +57,7 @@ def test_greedy_engine_matches_dense_forward(tiny) -> None:
     with torch.inference_mode():
         for _ in range(12):
             seq.append(int(engine.model(torch.tensor([seq]))[0, -1].argmax()))
-    assert out == seq[len(ids):]
+    assert out == seq[len(ids) :]
 
 
 def test_prefix_reuse_serves_cached_blocks_and_changes_nothing(tiny) -> None:
@@ -88,8 +93,9 @@ def test_preemption_under_a_small_pool_gives_the_same_tokens(tiny) -> None:
 def test_cancel_ends_the_request_and_returns_its_blocks(tiny) -> None:
     engine = tiny()
     outputs = []
-    rid = engine.submit(PROMPTS[2], SamplingParams(temperature=0.0, max_tokens=200, ignore_eos=True),
-                        on_output=outputs.append)
+    rid = engine.submit(
+        PROMPTS[2], SamplingParams(temperature=0.0, max_tokens=200, ignore_eos=True), on_output=outputs.append
+    )
     for _ in range(5):
         engine.step()
     assert engine.cache.usage().kv_blocks_used > 0
@@ -149,10 +155,14 @@ def test_seeded_sampling_is_reproducible_in_any_batch(tiny) -> None:
     alone = engine.generate([PROMPTS[0]], seeded)[0].token_ids
     batched = engine.generate([PROMPTS[1], PROMPTS[0], PROMPTS[2]], seeded)[1].token_ids
     assert alone == batched
-    other = engine.generate([PROMPTS[0]], SamplingParams(temperature=0.9, max_tokens=16, seed=8, ignore_eos=True))
+    other = engine.generate(
+        [PROMPTS[0]], SamplingParams(temperature=0.9, max_tokens=16, seed=8, ignore_eos=True)
+    )
     assert other[0].token_ids != alone
     top1 = SamplingParams(temperature=1.0, top_k=1, max_tokens=12, ignore_eos=True)
-    assert engine.generate([PROMPTS[0]], top1)[0].token_ids == engine.generate([PROMPTS[0]], GREEDY)[0].token_ids
+    assert (
+        engine.generate([PROMPTS[0]], top1)[0].token_ids == engine.generate([PROMPTS[0]], GREEDY)[0].token_ids
+    )
 
 
 def test_admission_control(tiny) -> None:
@@ -180,8 +190,9 @@ def test_background_loop_streams_and_stops_cleanly(tiny) -> None:
     engine = tiny().start()
     chunks = []
     [out] = engine.generate([PROMPTS[0]], SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True))
-    engine.submit(PROMPTS[0], SamplingParams(temperature=0.0, max_tokens=400, ignore_eos=True),
-                  on_output=chunks.append)
+    engine.submit(
+        PROMPTS[0], SamplingParams(temperature=0.0, max_tokens=400, ignore_eos=True), on_output=chunks.append
+    )
     engine.stop()  # ends the request in flight
     assert chunks and chunks[-1].finish_reason in (FinishReason.ABORT, FinishReason.LENGTH)
     assert len(out.token_ids) == 8
