@@ -281,8 +281,28 @@ class ConfigBot:
             if old is not None:
                 restarted.append(fqn)
                 self.timeline.event(self.now(), "restart", node=fqn, old_pid=old, pid=new)
-            for problem in self.applier.node_restarted(fqn, new):
+            # A node back during a trial gets the last good configuration: the trial has failed (crashed).
+            during_trial = self.trial is not None and old is not None
+            problems = self.applier.node_restarted(
+                fqn, new, (self.last_good or self.applier.initial) if during_trial else None
+            )
+            for problem in problems:
                 self.note(f"after {fqn} (pid {new}) came up: {problem}")
+            if old is not None:
+                mine = {
+                    k: v
+                    for k, v in self.applier.current.items()
+                    if self.spec.fqn(self.spec.knob(k).node or "") == fqn
+                }
+                if during_trial:
+                    mine = {
+                        k: v
+                        for k, v in self.safe(self.last_good or self.applier.initial).items()
+                        if k in mine
+                    }
+                self.timeline.event(
+                    self.now(), "reapplied", node=fqn, pid=new, config=mine, problems=problems
+                )
 
     # -- configurations -----------------------------------------------------------------------------------
     def safe(self, config: dict[str, Any]) -> dict[str, Any]:

@@ -165,7 +165,7 @@ class Timeline:
                 ax.step(xs, ys, where="post", lw=1.2, label=knob.key, color=f"C{i % 10}")
         ax.set_ylabel("knob (0 = min, 1 = max)")
         ax.set_xlabel("seconds since ConfigBot started")
-        if spec.knobs:
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper right", fontsize=7)
         for a in axes:
             for s, e, _ in self.trial_spans():

@@ -123,8 +123,11 @@ class Applier:
                 raise
         self.current.update({k: v for k, v in config.items() if k in self.knob_keys()})
 
-    def node_restarted(self, fqn: str, pid: int) -> list[str]:
-        """Put a replaced node back in its group and re-apply the current values; returns problems."""
+    def node_restarted(self, fqn: str, pid: int, config: Mapping[str, Any] | None = None) -> list[str]:
+        """Put a replaced node back in its group and re-apply `config` (default: the current one, which it
+        then becomes); returns problems."""
+        if config is not None:
+            self.current.update({k: v for k, v in config.items() if k in self.current})
         problems = []
         for a in self.live:
             try:

@@ -49,6 +49,11 @@ def guard_main() -> None:
     deadline = time.monotonic() + 60.0
     while time.monotonic() < deadline:
         cleanup_stale(state_dir=state_dir)
+        try:
+            if owner is not None and owner.status() != psutil.STATUS_ZOMBIE:
+                return  # a normal close: the owner removed its groups itself
+        except psutil.Error:
+            pass
         records = (state_dir or default_state_dir()).glob(f"{pid}-*.json") if pid else []
         if not list(records):
             return
