@@ -1,0 +1,166 @@
+"""`tether dsla`: distil a DSLA conversion chain, show chains, serve with online conversion on the bus."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    name="dsla",
+    help="DSLA-Serve: dual-state linear attention, chained distillation, online conversion.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def chains_root() -> Path:
+    from tether.settings import settings
+
+    return settings().artefact_dir("dsla", "chains")
+
+
+def default_chain_name(model_name: str, n_states: int) -> str:
+    from tether.cloud.dsla.layer import kind_name
+
+    return f"{model_name}-{kind_name(n_states)}"
+
+
+@app.command()
+def distill(
+    name: Optional[str] = typer.Option(
+        None, help="Chain folder name under <artefacts>/dsla/chains (default: <model>-dsla)."
+    ),
+    states: int = typer.Option(2, min=1, max=2, help="2 = DSLA, 1 = single-state GLA (the ablation)."),
+    budget_min: float = typer.Option(
+        110.0, min=0.01, help="Wall-clock budget of this run from its start, minutes."
+    ),
+    target: float = typer.Option(
+        0.8, min=0.01, max=1.0, help="Fraction of the layers the budget is planned for."
+    ),
+    max_layers: int = typer.Option(0, min=0, help="Stop after this many converted layers (0 = all)."),
+    local_steps: int = typer.Option(300, min=0, help="Layer-local steps per layer at most."),
+    e2e_steps: int = typer.Option(4, min=0, help="End-to-end steps per layer at most."),
+    bank_batches: int = typer.Option(8, min=1, help="Fixed training batches of 4 x 256 tokens."),
+    seq_len: int = typer.Option(256, min=8),
+    alpha: float = typer.Option(1.0, min=0.0, help="KL(teacher || student) weight."),
+    beta: float = typer.Option(0.1, min=0.0, help="Hidden-state MSE weight."),
+    seed: int = typer.Option(0),
+    fresh: bool = typer.Option(
+        False, "--fresh", help="Delete the chain folder first instead of resuming it."
+    ),
+) -> None:
+    """Convert layers one at a time in sensitivity order (layer-local, then end to end); resumable."""
+    import shutil
+
+    import torch
+    from tqdm import tqdm
+
+    from tether.cloud.dsla import corpus
+    from tether.cloud.dsla.chain import Chain
+    from tether.cloud.dsla.distill import DistillConfig, Distiller, config_dict, sample_batches
+    from tether.cloud.dsla.sensitivity import last_row_entropy, sensitivity_order
+    from tether.cloud.lm.checkpoint import load_checkpoint
+    from tether.cloud.lm.model import Transformer
+
+    torch.set_num_threads(2)
+    cfg = DistillConfig(
+        n_states=states,
+        budget_min=budget_min,
+        target_fraction=target,
+        max_layers=max_layers,
+        local_steps=local_steps,
+        e2e_steps=e2e_steps,
+        bank_batches=bank_batches,
+        seq_len=seq_len,
+        alpha=alpha,
+        beta=beta,
+        seed=seed,
+    )
+    t0 = time.perf_counter()
+    ckpt = load_checkpoint()
+    model = Transformer.from_checkpoint(ckpt)
+    folder = chains_root() / (name or default_chain_name(ckpt.name, states))
+    if fresh and folder.exists():
+        shutil.rmtree(folder)
+    log = lambda msg: tqdm.write(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stdout)  # noqa: E731
+    log(f"model {ckpt.name} loaded in {time.perf_counter() - t0:.0f} s; chain folder {folder}")
+    train = corpus.tokens(ckpt.tokenizer, "train", lambda: corpus.train_text(ckpt.tokenizer))
+    val = corpus.tokens(ckpt.tokenizer, "sharegpt-val", corpus.heldout_texts(ckpt.tokenizer)["sharegpt-val"])
+    if Chain.exists(folder):
+        chain = Chain.open(folder)
+        chain.check_teacher(ckpt.name)
+        log(f"resuming: {chain.num_converted} of {len(chain.order)} layers converted")
+    else:
+        import numpy as np
+
+        calib = sample_batches(train, 1, cfg.calib_windows, cfg.calib_len, np.random.default_rng(seed + 100))[
+            0
+        ]
+        entropy = last_row_entropy(model, calib)
+        order = sensitivity_order(entropy)
+        log(f"sensitivity order (lowest entropy first): {order}")
+        settings = config_dict(cfg) | {"sources": corpus.distill_sources(), "train_tokens": int(len(train))}
+        chain = Chain.create(
+            folder,
+            teacher=ckpt.name,
+            n_layer=model.config.n_layer,
+            n_states=states,
+            order=order,
+            entropy=entropy,
+            settings=settings,
+        )
+    last = model.config.n_layer if max_layers == 0 else min(max_layers, model.config.n_layer)
+    bar = tqdm(
+        total=last, initial=chain.num_converted, unit="layer", mininterval=5, file=sys.stderr, desc="distil"
+    )
+    distiller = Distiller(model, chain, cfg, train, val, log=log)
+
+    def progress(layer: int, text: str) -> None:
+        bar.set_postfix_str(f"layer {layer}: {text}", refresh=False)
+
+    before = chain.num_converted
+    for _ in distiller.run_iter(progress, started=t0):
+        bar.update(1)
+    bar.close()
+    log(
+        f"done: {chain.num_converted} of {model.config.n_layer} layers converted "
+        f"({chain.num_converted - before} in this run, {(time.perf_counter() - t0) / 60:.1f} min)"
+    )
+
+
+@app.command()
+def status(name: Optional[str] = typer.Argument(None, help="A chain folder name (default: all).")) -> None:
+    """List distilled chains: layers converted, time, held-out perplexity along the chain."""
+    from tether.cloud.dsla.chain import Chain
+
+    root = chains_root()
+    folders = [root / name] if name else sorted(p for p in root.iterdir() if Chain.exists(p))
+    if not folders:
+        typer.echo(f"no chain under {root}; run `tether dsla distill`")
+        return
+    for folder in folders:
+        chain = Chain.open(folder)
+        steps = chain.steps
+        minutes = sum(s.seconds for s in steps) / 60
+        typer.echo(f"{folder.name}: {len(steps)}/{len(chain.order)} layers ({chain.kind}), {minutes:.1f} min")
+        for i, s in enumerate(steps, 1):
+            local = f"{s.local_loss[0][1]:.3f}->{s.local_loss[-1][1]:.3f}" if s.local_loss else "-"
+            e2e = f"{s.e2e_loss[0][1]:.3f}->{s.e2e_loss[-1][1]:.3f}" if s.e2e_loss else "-"
+            typer.echo(
+                f"  {i:2d}. layer {s.layer:2d}  {s.seconds:6.0f} s  local {local}  e2e {e2e}  "
+                f"val ppl {s.val_ppl:.2f}"
+            )
+
+
+@app.command()
+def serve(
+    chain: Optional[str] = typer.Option(None, help="Chain folder name (default: <model>-dsla)."),
+) -> None:
+    """Serve the model with online conversion on the bus (node /cloud/dsla); Ctrl-C stops it."""
+    from tether.cloud.dsla.service import main
+
+    main(["--ros-args", "-p", f"chain:={chain or ''}"])

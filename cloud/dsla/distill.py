@@ -1,0 +1,379 @@
+"""Chained distillation of DSLA layers (arXiv 2506.09316), sized for a CPU: layer-local first, then end to end.
+
+Layers are converted one at a time in the sensitivity order; each is trained with every
+earlier one already converted and frozen, so every prefix of the chain is a consistent
+model. Per layer, two phases:
+
+1. layer-local: on the teacher's prefix (its input x_l to the layer, kept from one teacher
+   pass, no gradient), the MSE between the DSLA layer's output and the teacher's softmax
+   attention on the same x_l, normalised by the target's mean square (attention transfer,
+   as LoLCATs). A step costs one layer, not the model.
+2. end to end: the chain model as it stands (earlier conversions included, frozen; the
+   prefix below l without gradient) on a smaller batch, L = CE + alpha T^2 KL(teacher ||
+   student) + beta * mean over converted layers >= l of MSE(student hidden, teacher
+   hidden) / mean square of the teacher's.
+
+Only the current layer's DSLA parameters train (q, o, gates, mixture; k and v are the
+teacher's). Before the first step each head's q is rescaled by least squares so the
+layer's output matches the teacher's in scale (`Distiller._calibrate`). The reference
+weights KL by 0.001; here alpha defaults to 1: minutes of CE on a narrow corpus pull a 135M
+model towards that corpus, and the teacher's distribution is what every other text needs.
+A fixed bank of training batches keeps the teacher's hidden state at every layer (float16),
+so a layer-local step never reruns the prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tether.cloud.dsla import gla
+from tether.cloud.dsla.chain import Chain, ChainStep, attach
+from tether.cloud.lm.attention import rope_tables
+from tether.cloud.lm.model import Transformer
+
+__all__ = ["Bank", "DistillConfig", "Distiller"]
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Everything a chain's training depends on (stored in its manifest)."""
+
+    n_states: int = 2  # 2 = DSLA, 1 = GLA (the ablation)
+    batch_size: int = 4  # sequences per layer-local step
+    seq_len: int = 256
+    bank_batches: int = 8  # fixed training batches (the teacher's hidden states are kept)
+    local_steps: int = 300  # upper bound per layer; the time budget may cut it
+    e2e_steps: int = 4
+    e2e_batch_size: int = 2
+    lr_gates: float = 3e-3  # gates and mixture (new parameters)
+    lr_proj: float = 1e-4  # q and o (teacher-initialised)
+    alpha: float = 1.0  # KL weight
+    beta: float = 0.1  # hidden-state MSE weight
+    temperature: float = 1.0  # KL temperature T
+    budget_min: float = 110.0  # wall-clock budget of one run of the command (from its start), minutes
+    target_fraction: float = 0.8  # the budget is planned to convert this fraction of the layers
+    max_layers: int = 0  # stop after this many converted layers (0 = all)
+    local_share: float = 0.65  # of a layer's time, for the layer-local phase
+    calib_windows: int = 8
+    calib_len: int = 512
+    chunk: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bounds = {
+            "n_states": (1, 2),
+            "batch_size": (1, 256),
+            "seq_len": (8, 65536),
+            "bank_batches": (1, 4096),
+            "local_steps": (0, 10**7),
+            "e2e_steps": (0, 10**7),
+            "e2e_batch_size": (1, 256),
+            "lr_gates": (0.0, 1.0),
+            "lr_proj": (0.0, 1.0),
+            "alpha": (0.0, 1e4),
+            "beta": (0.0, 1e4),
+            "temperature": (0.01, 100.0),
+            "budget_min": (0.01, 10**6),
+            "target_fraction": (0.01, 1.0),
+            "max_layers": (0, 10**4),
+            "local_share": (0.0, 1.0),
+            "calib_windows": (1, 4096),
+            "calib_len": (2, 65536),
+            "chunk": (1, 1024),
+        }
+        for name, (lo, hi) in bounds.items():
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ValueError(f"DistillConfig.{name} must satisfy {lo} <= {name} <= {hi}, but got {value}")
+        if self.e2e_batch_size > self.batch_size:
+            raise ValueError(
+                f"DistillConfig: e2e_batch_size <= batch_size must hold, but got {self.e2e_batch_size} > "
+                f"{self.batch_size}; lower e2e_batch_size"
+            )
+
+
+@contextlib.contextmanager
+def teacher_mode(model: Transformer) -> Iterator[None]:
+    """Every layer on softmax attention for the duration (the teacher), then the kinds as they were."""
+    saved = [s.active for s in model.slots]
+    for s in model.slots:
+        s.active = "softmax"
+    try:
+        yield
+    finally:
+        for s, k in zip(model.slots, saved, strict=True):
+            s.active = k
+
+
+class Bank:
+    """Training batches (N, B, T) and, per batch, the teacher's input of every layer plus its last
+    output ((L + 1, B, T, n_embd), float16)."""
+
+    def __init__(self, model: Transformer, batches: torch.Tensor) -> None:
+        self.model = model
+        self.tokens = batches
+        T = batches.shape[-1]
+        self.cos, self.sin = rope_tables(torch.arange(T), model.inv_freq)
+        with torch.no_grad(), teacher_mode(model):
+            self.teacher = [self._hidden(b) for b in batches]
+
+    def _hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.model.tok_emb(tokens)
+        out = []
+        for block in self.model.layers:
+            out.append(x.half())
+            x = block(x, self.cos, self.sin)
+        out.append(x.half())
+        return torch.stack(out)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def sample_batches(tokens: np.ndarray, n: int, batch: int, T: int, rng: np.random.Generator) -> torch.Tensor:
+    """n batches of `batch` random windows of T tokens: (n, batch, T) int64."""
+    if len(tokens) < T + 1:
+        raise ValueError(f"the corpus has {len(tokens)} tokens; windows of {T} need more")
+    starts = rng.integers(0, len(tokens) - T, size=(n, batch))
+    return torch.from_numpy(tokens[starts[..., None] + np.arange(T)].astype(np.int64))
+
+
+class Distiller:
+    """Runs the chain in `chain` on `model` (its teacher's weights) until done or out of budget."""
+
+    def __init__(
+        self,
+        model: Transformer,
+        chain: Chain,
+        cfg: DistillConfig,
+        train_tokens: np.ndarray,
+        val_tokens: np.ndarray,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.model, self.chain, self.cfg, self.log = model, chain, cfg, log
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.impls = attach(model, cfg.n_states, cfg.chunk)
+        chain.load_into(model)
+        rng = np.random.default_rng(cfg.seed)
+        self.val = sample_batches(val_tokens, 1, 1, cfg.seq_len, np.random.default_rng(cfg.seed + 1))[0]
+        t0 = time.perf_counter()
+        self.bank = Bank(
+            model, sample_batches(train_tokens, cfg.bank_batches, cfg.batch_size, cfg.seq_len, rng)
+        )
+        self.log(
+            f"bank: {cfg.bank_batches} x {cfg.batch_size} x {cfg.seq_len} tokens in {time.perf_counter() - t0:.0f} s"
+        )
+        self.rng = np.random.default_rng(cfg.seed + 2 + chain.num_converted)
+
+    # --- the chain ------------------------------------------------------------------------------
+
+    def run(
+        self, progress: Callable[[int, str], None] | None = None, started: float | None = None
+    ) -> list[ChainStep]:
+        """Convert layers in order until the chain ends, `max_layers` is reached or the budget runs out.
+
+        `started` (a `time.perf_counter()` value): when the budget began (default: now)."""
+        return list(self.run_iter(progress, started))
+
+    def run_iter(
+        self, progress: Callable[[int, str], None] | None = None, started: float | None = None
+    ) -> Iterator[ChainStep]:
+        """`run`, yielding each finished step."""
+        cfg, L = self.cfg, self.model.config.n_layer
+        start = time.perf_counter() if started is None else started
+        deadline = start + cfg.budget_min * 60
+        last = L if cfg.max_layers == 0 else min(cfg.max_layers, L)
+        target = min(max(math.ceil(cfg.target_fraction * L), 1), last)
+        while self.chain.num_converted < last:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                self.log("time budget spent; run the command again to resume the chain")
+                break
+            n = self.chain.num_converted
+            # Plan the rest of the budget over the layers still needed for the target (then the rest).
+            share = left / max((target if n < target else last) - n, 1)
+            layer = self.chain.order[n]
+            step = self._convert(layer, share, progress)
+            self.log(
+                f"step {n + 1}/{last}: layer {layer} in {step.seconds:.0f} s ({step.local_steps} local, "
+                f"{step.e2e_steps} e2e steps), local loss {_fmt(step.local_loss)}, e2e loss {_fmt(step.e2e_loss)}, "
+                f"val ppl {step.val_ppl:.2f}"
+            )
+            yield step
+
+    def _convert(self, layer: int, seconds: float, progress) -> ChainStep:
+        cfg, impl = self.cfg, self.impls[layer]
+        t0 = time.perf_counter()
+        partial = self.chain.load_partial()
+        if partial is not None:
+            impl.load_state_dict(partial["params"])
+        params = dict(impl.named_parameters())
+        for p in params.values():
+            p.requires_grad_(True)
+        groups = [
+            {"params": [params["wg"], params["bg"], params["mix"]], "lr": cfg.lr_gates},
+            {"params": [params["wq"], params["wo"]], "lr": cfg.lr_proj},
+        ]
+        opt = torch.optim.Adam(groups)
+        state = {"local": 0, "e2e": 0, "local_loss": [], "e2e_loss": [], "elapsed": 0.0}
+        if partial is not None:
+            opt.load_state_dict(partial["opt"])
+            state.update(partial["state"])
+            self.log(f"layer {layer}: resumed at {state['local']} local, {state['e2e']} e2e steps")
+        t0 -= state["elapsed"]
+        local_end = t0 + seconds * cfg.local_share
+        end = t0 + seconds
+        last_save = time.perf_counter()
+
+        def checkpoint(force: bool = False) -> None:
+            nonlocal last_save
+            if force or time.perf_counter() - last_save > 60:
+                state["elapsed"] = time.perf_counter() - t0
+                self.chain.save_partial(
+                    {"layer": layer, "params": impl.state_dict(), "opt": opt.state_dict(), "state": state}
+                )
+                last_save = time.perf_counter()
+
+        if state["local"] < cfg.local_steps or partial is None:
+            targets = self._local_targets(layer)
+            if partial is None:
+                state["q_scales"] = self._calibrate(layer, targets)
+                self.log(f"layer {layer}: q scaled per head by {state['q_scales']}")
+            while state["local"] < cfg.local_steps and time.perf_counter() < local_end:
+                loss = self._local_step(layer, targets, opt)
+                state["local"] += 1
+                _record(state["local_loss"], state["local"], loss)
+                if progress:
+                    progress(layer, f"local {state['local']} loss {loss:.4f}")
+                checkpoint()
+        self.model.slots[layer].active = self.chain.kind
+        while state["e2e"] < cfg.e2e_steps and (time.perf_counter() < end or state["e2e"] == 0):
+            loss = self._e2e_step(layer, opt)
+            state["e2e"] += 1
+            _record(state["e2e_loss"], state["e2e"], loss)
+            if progress:
+                progress(layer, f"e2e {state['e2e']} loss {loss:.3f}")
+            checkpoint()
+        for p in params.values():
+            p.requires_grad_(False)
+        step = ChainStep(
+            layer=layer,
+            local_steps=state["local"],
+            e2e_steps=state["e2e"],
+            seconds=time.perf_counter() - t0,
+            local_loss=state["local_loss"],
+            e2e_loss=state["e2e_loss"],
+            val_ppl=self.val_perplexity(),
+        )
+        self.chain.add_step(layer, impl, step)
+        return step
+
+    # --- the two phases ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _local_targets(self, layer: int) -> list[torch.Tensor]:
+        """The teacher's softmax attention output on its own input of `layer`, per bank batch."""
+        block = self.model.layers[layer]
+        teacher = block.attn.impl("softmax")
+        out = []
+        for h in self.bank.teacher:
+            out.append(teacher.forward_dense(block.attn_norm(h[layer].float()), self.bank.cos, self.bank.sin))
+        return out
+
+    @torch.no_grad()
+    def _calibrate(self, layer: int, targets: list[torch.Tensor], batches: int = 2) -> list[float]:
+        """Scale each head's q so the layer's output best matches the teacher's (least squares over
+        the heads' contributions): unnormalised linear attention sums scores where softmax averages,
+        so at the teacher's q its output is orders of magnitude too large. Returns the scales."""
+        impl, block = self.impls[layer], self.model.layers[layer]
+        H, d = impl.n_head, impl.head_dim
+        gram = torch.zeros(H, H, dtype=torch.float64)
+        rhs = torch.zeros(H, dtype=torch.float64)
+        for i in range(min(batches, len(self.bank))):
+            x = block.attn_norm(self.bank.teacher[i][layer].float())
+            q, k, v, log_g = impl._project(x, self.bank.cos, self.bank.sin)
+            o, _ = gla.chunked(q, k, v, log_g, chunk=impl.chunk)
+            mixed = impl._mix(o).unflatten(-1, (H, d))  # (B, T, H, d)
+            # Each head's contribution to the output: (H, B*T*n_embd).
+            parts = torch.einsum("bthd,ehd->hbte", mixed, impl.wo.unflatten(1, (H, d))).flatten(1).double()
+            gram += parts @ parts.T
+            rhs += parts @ targets[i].flatten().double()
+        scales = torch.linalg.solve(gram + 1e-9 * gram.diagonal().mean() * torch.eye(H), rhs)
+        impl.wq.unflatten(0, (H, d)).mul_(scales.float()[:, None, None])
+        return [round(float(s), 6) for s in scales]
+
+    def _local_step(self, layer: int, targets: list[torch.Tensor], opt: torch.optim.Optimizer) -> float:
+        i = int(self.rng.integers(len(self.bank)))
+        block = self.model.layers[layer]
+        with torch.no_grad():
+            x = block.attn_norm(self.bank.teacher[i][layer].float())
+        y = self.impls[layer].forward_dense(x, self.bank.cos, self.bank.sin)
+        target = targets[i]
+        loss = F.mse_loss(y, target) / target.pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach().item()
+
+    def _e2e_step(self, layer: int, opt: torch.optim.Optimizer) -> float:
+        cfg, model = self.cfg, self.model
+        i = int(self.rng.integers(len(self.bank)))
+        rows = torch.from_numpy(self.rng.choice(cfg.batch_size, cfg.e2e_batch_size, replace=False))
+        tokens = self.bank.tokens[i][rows]
+        teacher_h = self.bank.teacher[i][:, rows]  # (L + 1, b, T, E)
+        with torch.no_grad():  # the chain's prefix below the layer, earlier conversions included
+            x = model.tok_emb(tokens)
+            for block in model.layers[:layer]:
+                x = block(x, self.bank.cos, self.bank.sin)
+        converted = set(self.chain.converted) | {layer}
+        mse = []
+        for j in range(layer, model.config.n_layer):
+            x = model.layers[j](x, self.bank.cos, self.bank.sin)
+            if j in converted:
+                target = teacher_h[j + 1].float()
+                mse.append(F.mse_loss(x, target) / target.pow(2).mean())
+        logits = F.linear(model.norm(x), model.output_weight)[:, :-1]  # (b, T - 1, V)
+        with torch.no_grad():
+            t_logits = F.linear(model.norm(teacher_h[-1].float()), model.output_weight)[:, :-1]
+        ce = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+        T = cfg.temperature
+        kl = F.kl_div(
+            F.log_softmax(logits / T, -1).flatten(0, 1),
+            F.log_softmax(t_logits / T, -1).flatten(0, 1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        loss = ce + cfg.alpha * T * T * kl + cfg.beta * torch.stack(mse).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach().item()
+
+    @torch.no_grad()
+    def val_perplexity(self) -> float:
+        """Perplexity of the chain model as it stands on the held-out batch."""
+        logits = self.model(self.val)[:, :-1]
+        return math.exp(float(F.cross_entropy(logits.flatten(0, 1), self.val[:, 1:].flatten())))
+
+
+def _record(losses: list, step: int, loss: float) -> None:
+    """Keep a sparse loss curve of [step, loss]: every step at first, then every 10th, then every 25th."""
+    if step <= 10 or (step <= 100 and step % 10 == 0) or step % 25 == 0:
+        losses.append([step, round(loss, 5)])
+
+
+def _fmt(losses: list) -> str:
+    return f"{losses[0][1]:.4g} -> {losses[-1][1]:.4g}" if losses else "-"
+
+
+def config_dict(cfg: DistillConfig) -> dict:
+    return asdict(cfg)
