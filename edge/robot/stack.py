@@ -78,10 +78,12 @@ def run_stack(
     sim_duration = duration if duration else load_scenario(scenario).duration_s
     if report_path is None:
         report_path = Path(tempfile.mkdtemp(prefix="tether-robot-")) / "report.json"
+    # The robot's own figures: ConfigBot (which the launch file may also start) stays off unless asked for.
     launch_args = {
         "scenario": str(scenario),
         "duration": f"{float(sim_duration)}",
         "report": str(report_path),
+        "configbot": "false",
     }
     launch_args.update({k: str(v) for k, v in (args or {}).items()})
     description = parse_launch_file(LAUNCH_FILE, launch_args)

@@ -69,6 +69,15 @@ class SimNode(Node):
             p("world_priority", True, description="run the world at nice -5 when allowed").value
         )
         camera = bool(p("camera", True, description="render the camera").value)
+        self.wait_for_robot = float(
+            p(
+                "wait_for_robot_s",
+                60.0,
+                description="wall seconds the mission waits for the first cmd_vel; 0 = none",
+                min=0.0,
+                max=3600.0,
+            ).value
+        )
         self.scenario = load_scenario(scenario_name)
         if self.duration <= 0:
             self.duration = self.scenario.duration_s
@@ -116,7 +125,9 @@ class SimNode(Node):
         self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
         self.create_subscription(Path_, "plan", self._on_plan, 2)
 
-        self.sim = Simulator(self.scenario, camera=camera, on_camera_frame=self._on_frame)
+        self.sim = Simulator(
+            self.scenario, camera=camera, on_camera_frame=self._on_frame, start=self.wait_for_robot <= 0
+        )
         self.contention = Contention(1.0)
         self.quota_cores: float | None = None
         self.events_log: list[dict] = []
@@ -126,6 +137,7 @@ class SimNode(Node):
         self._rtf = 0.0
         self._slips = 0
         self._wall_start = time.monotonic()
+        self._mission_wall = self._wall_start
         self._stop = threading.Event()
         self._finished = False
         self._finalised = False
@@ -227,7 +239,8 @@ class SimNode(Node):
         sim0 = sim.time
         window = (wall0, sim.time)
         next_report = wall0 + 1.0
-        while not self._stop.is_set() and sim.time < self.duration:
+        waiting_since = wall0
+        while not self._stop.is_set() and sim.mission_time < self.duration:
             now = time.monotonic()
             ahead = (sim.time - sim0) / self.rtf_target - (now - wall0)  # s of wall time the sim is ahead
             if ahead > 0:
@@ -239,6 +252,16 @@ class SimNode(Node):
                 wall0 = now - (sim.time - sim0) / self.rtf_target
                 self._slips += 1
             with self._lock:
+                if sim.mission_start is None and (
+                    self._cmd is not None or now - waiting_since > self.wait_for_robot
+                ):
+                    # The robot's software is up (or we waited long enough): the mission starts now.
+                    sim.start_mission()
+                    self._mission_wall = now
+                    self.get_logger().info(
+                        f"mission starts at simulated {sim.time:.2f} s"
+                        + ("" if self._cmd is not None else f" (no cmd_vel after {self.wait_for_robot:g} s)")
+                    )
                 if self._cmd is not None:
                     sim.set_cmd_vel(*self._cmd)
                     self._cmd = None
@@ -255,11 +278,11 @@ class SimNode(Node):
                 self._rtf = (sim.time - window[1]) / max(now - window[0], 1e-6)
                 window = (now, sim.time)
                 next_report = now + 1.0
-                sim.metrics.wall_time_s = now - self._wall_start
+                sim.metrics.wall_time_s = now - self._mission_wall
                 self._write_report(final=False)
 
     def _apply(self, event) -> None:
-        entry = {"at_s": round(self.sim.time, 3), "action": event.action}
+        entry = {"at_s": round(self.sim.mission_time, 3), "action": event.action}
         if isinstance(event, StartContention):
             self.contention = Contention(event.workers_per_core)
             entry["pids"] = self.contention.start()
@@ -291,6 +314,7 @@ class SimNode(Node):
         return {
             "sim.rtf": self._rtf,
             "sim.time_s": self.sim.time,
+            "sim.mission_time_s": self.sim.mission_time,
             "sim.collisions": float(m.collisions),
             "sim.person_contacts": float(m.person_contacts),
             "sim.goals_reached": float(m.goals_reached),
@@ -299,7 +323,9 @@ class SimNode(Node):
             "sim.tracking_error_m": m.tracking_recent_m,
             "sim.tracking_error_mean_m": m.tracking_mean_m,
             "sim.tracking_error_max_m": m.tracking_max_m,
-            "sim.cmd_vel_rate_hz": m.cmd_vel_received / self.sim.time if self.sim.time > 0 else 0.0,
+            "sim.cmd_vel_rate_hz": m.cmd_vel_received / self.sim.mission_time
+            if self.sim.mission_time > 0
+            else 0.0,
             "sim.slips": float(self._slips),
             "sim.contention": 1.0 if self.contention.running else 0.0,
         }
@@ -308,6 +334,7 @@ class SimNode(Node):
         x, y, yaw = self.sim.pose
         return {
             "time_s": round(self.sim.time, 3),
+            "mission_time_s": round(self.sim.mission_time, 3),
             "pose": [round(x, 3), round(y, 3), round(yaw, 3)],
             "goal": list(self.sim.goal),
             "goal_index": self.sim.goal_index,
@@ -318,10 +345,11 @@ class SimNode(Node):
 
     def report(self) -> dict:
         m = self.sim.metrics
-        m.wall_time_s = time.monotonic() - self._wall_start
+        m.wall_time_s = time.monotonic() - self._mission_wall
         return {
             "scenario": self.scenario.name,
             "duration_s": self.duration,
+            "mission_start_s": self.sim.mission_start,
             "finished": self._finished,
             "world_priority": self.priority_note,
             "hardware_profile": self.hardware_profile or None,
@@ -344,7 +372,7 @@ class SimNode(Node):
         if self._finalised:
             return
         self._finalised = True
-        self._finished = self.sim.time >= self.duration
+        self._finished = self.sim.mission_time >= self.duration
         self.contention.stop()
         try:
             self._write_report(final=True)
@@ -352,7 +380,7 @@ class SimNode(Node):
             self.get_logger().error(f"cannot write the report: {exc}")
         m = self.sim.metrics.summary()
         self.get_logger().info(
-            f"run over at {self.sim.time:.1f} s: goals {m['goals_reached']}, collisions {m['collisions']}, "
+            f"run over after {self.sim.mission_time:.1f} s: goals {m['goals_reached']}, collisions {m['collisions']}, "
             f"path {m['path_length_m']:.1f} m, tracking error mean {m['tracking_mean_m']:.3f} m, RTF {m['rtf']:.2f}"
         )
         if not self._stop.is_set():

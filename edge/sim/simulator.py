@@ -41,7 +41,12 @@ class StepResult:
 
 
 class Simulator:
-    """A scenario, built and running. `camera=False` skips rendering (tests, headless physics)."""
+    """A scenario, built and running. `camera=False` skips rendering (tests, headless physics).
+
+    The mission (goals, scripted events, metrics, the run's duration) starts at `start_mission()`;
+    `start=False` leaves that to the caller, e.g. the bus node starts it when the robot's software
+    sends its first command, so slow process start-up does not eat into a run.
+    """
 
     def __init__(
         self,
@@ -52,6 +57,7 @@ class Simulator:
         on_camera_frame: Callable[[CameraFrame], None] | None = None,
         clock_rate_hz: float = 100.0,
         status_rate_hz: float = 5.0,
+        start: bool = True,
     ) -> None:
         self.scenario = scenario
         self.spec = spec or RobotSpec()
@@ -94,6 +100,7 @@ class Simulator:
         self.goal_index = 0
         self.goal_started_at = 0.0
         self.done = False  # all goals reached (loop_goals: never)
+        self.mission_start: float | None = None  # simulated time the mission started
         self.plan = np.zeros((0, 2))
         self._cmd = (0.0, 0.0)
         self._cmd_time = -math.inf
@@ -114,6 +121,22 @@ class Simulator:
         self._person_geom_ids = {g for gs in self.index.person_geoms for g in gs}
         self._place_people()
         mujoco.mj_forward(self.model, self.data)
+        if start:
+            self.start_mission()
+
+    def start_mission(self) -> None:
+        """Start the clock of goals, events and metrics now (idempotent)."""
+        if self.mission_start is not None:
+            return
+        self.mission_start = self.time
+        self.metrics = RunMetrics(goals_total=len(self.scenario.goals))
+        self.goal_started_at = self.time
+        self._last_xy = self.pose[:2]
+
+    @property
+    def mission_time(self) -> float:
+        """Simulated seconds since the mission started (0 before)."""
+        return 0.0 if self.mission_start is None else self.time - self.mission_start
 
     # ---- state ------------------------------------------------------------------------------
     @property
@@ -175,10 +198,12 @@ class Simulator:
         vb, wb = self.body_velocity
         self.odometry.update(vb, wb, dt)
         x, y, _ = self.pose
-        self.metrics.moved(math.hypot(x - self._last_xy[0], y - self._last_xy[1]))
+        started = self.mission_start is not None
+        if started:
+            self.metrics.moved(math.hypot(x - self._last_xy[0], y - self._last_xy[1]))
+            self.metrics.sim_time_s = self.mission_time
+            self._count_contacts()
         self._last_xy = (x, y)
-        self.metrics.sim_time_s = self.time
-        self._count_contacts()
         due = []
         for name, period in self._periods.items():
             if self.time + 1e-9 >= self._next[name]:
@@ -187,11 +212,12 @@ class Simulator:
                     self._next[name] = self.time + period
                 due.append(name)
         if "track" in due:
-            self.metrics.track(distance_to_polyline(x, y, self.plan))
+            if started:
+                self.metrics.track(distance_to_polyline(x, y, self.plan))
             due.remove("track")
-        goal_changed = self._check_goal(x, y)
+        goal_changed = started and self._check_goal(x, y)
         fired = []
-        while self._events and self._events[0].at_s <= self.time:
+        while started and self._events and self._events[0].at_s <= self.mission_time:
             event = self._events.pop(0)
             if isinstance(event, AddPeople):
                 self.crowd.add(event.count, avoid=(x, y, 2.0))

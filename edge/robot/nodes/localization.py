@@ -7,6 +7,7 @@ correction goes stale, and odometry drift reaches the navigation.
 
 from __future__ import annotations
 
+import collections
 import time
 
 from tether.bus import Node, qos_profile_transient_local
@@ -29,7 +30,9 @@ class LocalizationNode(Node):
         self.config = ParticleFilterConfig(num_particles=int(n.value), beams=int(b.value))
         self.pf: ParticleFilter | None = None
         self._initial: tuple[float, float, float] | None = None
-        self._odom: tuple[float, float, float] | None = None
+        # Recent wheel odometry (stamp, pose): the filter moves by the odometry at each scan's stamp,
+        # as a tf2 lookup at the scan's time would, not by whatever odometry arrived last.
+        self._odom: collections.deque = collections.deque(maxlen=200)
         self._ms = 0.0
         self._var = (0.0, 0.0, 0.0)
         self.pub_tf = self.create_publisher(get_type("tf2_msgs/msg/TFMessage"), "/tf", 20)
@@ -84,15 +87,20 @@ class LocalizationNode(Node):
             self.pf._last_odom = None
 
     def _on_odom(self, msg) -> None:
-        _, x, y, yaw, _, _ = rosmsg.odometry_from_msg(msg)
-        self._odom = (x, y, yaw)
+        t, x, y, yaw, _, _ = rosmsg.odometry_from_msg(msg)
+        self._odom.append((t, (x, y, yaw)))
+
+    def _odom_at(self, stamp: float) -> tuple[float, float, float]:
+        """The odometry pose nearest in time to `stamp` (odometry comes at 50 Hz: within 10 ms)."""
+        best = min(self._odom, key=lambda item: abs(item[0] - stamp))
+        return best[1]
 
     def _on_scan(self, msg) -> None:
-        if self.pf is None or self._initial is None or self._odom is None:
+        if self.pf is None or self._initial is None or not self._odom:
             return
         t0 = time.perf_counter()
         stamp, ranges, angles = rosmsg.scan_from_msg(msg)
-        odom = self._odom
+        odom = self._odom_at(stamp)
         self.pf.predict(odom)
         self.pf.update(ranges, angles)
         est, self._var = self.pf.estimate()

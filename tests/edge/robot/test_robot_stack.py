@@ -1,0 +1,98 @@
+"""The robot stack as separate processes on the bus, started by the launcher: it drives to its goal, and a
+navigation node starved by a cgroup quota lowers the cmd_vel rate and makes the robot drive worse."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from tether.edge.cgroups import CgroupError, CgroupManager, detect_layout
+from tether.edge.robot.stack import run_stack
+from tether.launch import ProcessHook
+
+# Into a room through its door: a 90-degree turn that a late controller overshoots.
+SCENARIO = {
+    "name": "door_turn",
+    "start": {"x": 9.0, "y": 6.0, "yaw": 0.0},
+    "goals": [[12.5, 3.4]],
+    "loop_goals": False,
+    "people": {"count": 0},
+    "duration_s": 15.0,
+}
+LIGHT = {"perception": "false", "mapping": "false", "camera": "false"}
+
+
+def _scenario(tmp_path):
+    path = tmp_path / "door_turn.yaml"
+    path.write_text(yaml.safe_dump(SCENARIO))
+    return path
+
+
+def test_stack_on_the_bus_drives_to_its_goal(bus, tmp_path):
+    run = run_stack(str(_scenario(tmp_path)), args=LIGHT, report_path=tmp_path / "r.json")
+    assert set(run.pids) == {"sim", "scan_filter", "localization", "navigation"}
+    assert run.report is not None and run.report["finished"], run.report
+    m = run.report["metrics"]
+    assert m["goals_reached"] == 1, m
+    assert m["collisions"] == 0
+    assert m["cmd_vel_received"] > 100  # navigation's commands reached the simulator over the bus
+    assert 0.9 < m["rtf"] < 1.1  # real time
+
+
+class _Starve(ProcessHook):
+    """Puts the navigation node in its own cgroup as it starts, and caps it at `cores` once it is up
+    (its first cmd_vel): starved from birth it would take minutes just to import its libraries."""
+
+    def __init__(self, cores: float) -> None:
+        from tether.bus import Node, spin_in_background
+        from tether.bus.messages import get_type
+
+        self.cores = cores
+        self.manager = CgroupManager(f"starve{os.getpid()}")
+        self.placed = False
+        self.capped = False
+        self.node = Node("starver", enable_telemetry=False)
+        self.node.create_subscription(get_type("geometry_msgs/msg/Twist"), "cmd_vel", self._on_cmd, 1)
+        self.spin = spin_in_background(self.node)
+
+    def on_start(self, info, pid):
+        if info.node_name == "navigation":
+            self.manager.place("navigation", pid)
+            self.placed = True
+
+    def _on_cmd(self, _msg) -> None:
+        if self.placed and not self.capped:
+            self.manager.set_quota("navigation", self.cores)
+            self.capped = True
+
+    def close(self) -> None:
+        self.spin.stop()
+        self.node.destroy_node()
+        self.manager.close()
+
+
+def _cgroups_writable() -> bool:
+    try:
+        return os.access(detect_layout().cpu, os.W_OK)
+    except CgroupError:
+        return False
+
+
+@pytest.mark.serial
+@pytest.mark.skipif(not _cgroups_writable(), reason="needs a writable cgroup cpu hierarchy (root here)")
+def test_starved_navigation_lowers_cmd_vel_rate_and_worsens_tracking(bus, tmp_path):
+    scenario = str(_scenario(tmp_path))
+    args = LIGHT
+    fed = run_stack(scenario, duration=10.0, args=args, report_path=tmp_path / "fed.json").report["metrics"]
+    starver = _Starve(0.05)
+    starved = run_stack(
+        scenario, duration=10.0, args=args, report_path=tmp_path / "starved.json", hooks=[starver]
+    )
+    starved = starved.report["metrics"]
+    assert starver.capped
+    assert starved["cmd_vel_rate_hz"] < 0.5 * fed["cmd_vel_rate_hz"], (fed, starved)
+    # Driving worse: further from its own plan, and slower to the goal (or not there at all).
+    assert starved["tracking_mean_m"] > fed["tracking_mean_m"], (fed, starved)
+    assert starved["path_length_m"] < fed["path_length_m"], (fed, starved)  # got less far in the same time
