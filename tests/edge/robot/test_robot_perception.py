@@ -17,7 +17,7 @@ def test_frames_are_labelled_by_segmentation():
     assert frames.rgb.shape == (6, 120, 160, 3) and frames.people.shape == (6, 120, 160)
     boxes = [person_boxes(p) for p in frames.people]
     assert sum(len(b) for b in boxes) >= 3  # people are placed in front of the camera
-    for p, bs in zip(frames.people, boxes):
+    for bs in boxes:
         for x0, y0, x1, y1 in bs:
             assert 0 <= x0 < x1 <= 160 and 0 <= y0 < y1 <= 120
 
