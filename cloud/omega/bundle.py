@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from tether.cloud.omega.config import ModelConfig
+from tether.cloud.omega.config import ModelConfig, TrainConfig
 from tether.cloud.omega.graphs import Graph, GraphSpec, ServingSplit, generate_graph, split_for_serving
 from tether.cloud.omega.layers import ServingModel
 from tether.cloud.omega.server import GraphIndex, OmegaServer, whole_graph_layers
@@ -26,7 +26,6 @@ from tether.cloud.omega.store import EmbeddingStore, write_store
 
 if TYPE_CHECKING:  # PyG loads only where a model is trained: serving processes start without it
     from tether.cloud.omega.models import GNN
-    from tether.cloud.omega.train import TrainConfig
 
 __all__ = ["Bundle", "default_root"]
 
@@ -181,12 +180,15 @@ class Bundle:
         self,
         spec: GraphSpec | None,
         models: Iterable[ModelConfig],
-        train: TrainConfig | None,
+        train: TrainConfig | Callable[[ModelConfig], TrainConfig] = TrainConfig(),
         progress: Progress = print,
         *,
         num_partitions: int = 4,
     ) -> None:
-        """Make whatever is missing: the graph (from `spec`), each model, each store."""
+        """Make whatever is missing: the graph (from `spec`), each model, each store.
+
+        `train`: one TrainConfig for every model, or a function giving each model's.
+        """
         from tether.cloud.omega.train import train_model
 
         if not self.has_graph():
@@ -200,11 +202,8 @@ class Bundle:
         for cfg in models:
             if not self.has_model(cfg.name):
                 split = split or self.load_split()
-                res = (
-                    train_model(cfg, split, train, progress)
-                    if train
-                    else train_model(cfg, split, progress=progress)
-                )
+                tc = train(cfg) if callable(train) else train
+                res = train_model(cfg, split, tc, progress)
                 self.save_model(res.model, res.val_acc, res.seconds)
                 progress(f"trained {cfg.name}: validation accuracy {res.val_acc:.3f} in {res.seconds:.0f} s")
             if not self.has_store(cfg.name):

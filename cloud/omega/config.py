@@ -1,10 +1,10 @@
-"""Model configuration shared by training (PyG, models.py) and serving (plain torch, layers.py)."""
+"""Model and training configuration, shared by training (PyG, models.py) and serving (plain torch, layers.py)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["KINDS", "SAGE_AGGRS", "ModelConfig"]
+__all__ = ["KINDS", "SAGE_AGGRS", "ModelConfig", "TrainConfig"]
 
 KINDS = ("gcn", "sage", "gat")
 SAGE_AGGRS = ("mean", "max", "sum")
@@ -56,3 +56,22 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 60
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    eval_every: int = 5  # validation accuracy every this many epochs; the best model is kept
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, ok in (
+            ("epochs >= 1", self.epochs >= 1),
+            ("lr > 0", self.lr > 0),
+            ("weight_decay >= 0", self.weight_decay >= 0),
+            ("eval_every >= 1", self.eval_every >= 1),
+        ):
+            if not ok:
+                raise ValueError(f"TrainConfig: {name} must hold, but got {self}")

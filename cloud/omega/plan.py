@@ -27,6 +27,7 @@ from tether.cloud.omega.csr import Adjacency
 
 __all__ = [
     "DEFAULT_FANOUTS",
+    "METHOD_NAMES",
     "Exact",
     "LayerPlan",
     "Method",
@@ -73,6 +74,7 @@ class Selective:
 
 
 Method = Exact | Sampled | Precomputed | Selective
+METHOD_NAMES = ("exact", "sampled", "precomputed", "omega")
 
 
 def method_from_name(name: str, *, budget: float = 0.1, seed: int = 0) -> Method:
@@ -84,7 +86,7 @@ def method_from_name(name: str, *, budget: float = 0.1, seed: int = 0) -> Method
         "omega": lambda: Selective(budget),
     }
     if name not in table:
-        raise ValueError(f"method must be one of {sorted(table)}, but got {name!r}")
+        raise ValueError(f"method must be one of {list(METHOD_NAMES)}, but got {name!r}")
     return table[name]()
 
 

@@ -169,18 +169,16 @@ class OmegaServer:
     def _loader(self, request: Request):
         n = self.index.num_nodes
 
-        def load(layer: int, ids: Tensor) -> Tensor:
-            new = ids >= n
-            if not bool(new.any()):
-                return self.store.gather(layer, ids)
-            if layer > 0:
+        def load(layer: int, ids: Tensor, out: Tensor) -> None:
+            # ids ascending: existing nodes first, then new ones (N + j)
+            first_new = int(torch.searchsorted(ids, n))
+            if first_new < ids.numel() and layer > 0:
                 raise RuntimeError(
                     f"plan bug: layer {layer} reads new node rows that no layer below computed"
                 )
-            out = torch.empty(int(ids.numel()), self.index.feature_dim)
-            out[~new] = self.store.gather(0, ids[~new])
-            out[new] = request.x[ids[new] - n].float()
-            return out
+            self.store.gather(layer, ids[:first_new], out[:first_new])
+            if first_new < ids.numel():
+                out[first_new:] = request.x[ids[first_new:] - n]
 
         return load
 
@@ -206,7 +204,8 @@ def run_plan(
 ) -> tuple[Tensor, Tensor, list[float]]:
     """Execute `plan`; returns (ids, outputs) of the last layer's targets this rank owns, and per-layer ms.
 
-    `load(layer, ids)` gives rows of h^layer for sources no layer below computed here.
+    `load(layer, ids, out)` writes rows of h^layer for sources no layer below computed here
+    (ids ascending) into `out`.
     `keep_layers`, if a list, receives every layer's outputs (precompute).
     """
     gat = kernel.needs_target_terms(model)
@@ -219,7 +218,12 @@ def run_plan(
         counts_by_owner = torch.bincount(owners, minlength=comm.world_size).tolist()
         own = owners == comm.rank
         block, need = _build_block(lp, own, prev_ids, gat, adj, scratch)
-        h_src = torch.cat([prev_h, load(i, need)]) if need.numel() else prev_h
+        h_src = prev_h
+        if need.numel():
+            k = prev_h.shape[0]
+            h_src = torch.empty(k + need.numel(), model.config.dims()[i])
+            h_src[:k] = prev_h
+            load(i, need, h_src[k:])
         h_own = h_src[block.self_src[own]]  # (n_own, F) own rows of the owned targets
         a_dst = None
         if gat:
@@ -288,5 +292,9 @@ def whole_graph_layers(model, index: GraphIndex, x: Tensor) -> list[Tensor]:
     lp = LayerPlan(everyone, counts, cols, index.degree.float())
     plan = Plan([lp] * model.config.num_layers)
     layers: list[Tensor] = [x]
-    run_plan(model, plan, adj, lambda layer, ids: x[ids], index, LocalComm(), Scratch(n), keep_layers=layers)
+
+    def load(layer: int, ids: Tensor, out: Tensor) -> None:
+        torch.index_select(x, 0, ids, out=out)
+
+    run_plan(model, plan, adj, load, index, LocalComm(), Scratch(n), keep_layers=layers)
     return layers

@@ -68,7 +68,7 @@ class EmbeddingStore:
     dims: list[int]
     model_name: str
     graph_name: str
-    _parts: list[list[np.ndarray]]  # [layer][partition] memory maps
+    _parts: list[list[Tensor | None]]  # [layer][partition] tensors over memory-mapped files
 
     @classmethod
     def open(cls, path: Path, partitions: list[int] | None = None) -> EmbeddingStore:
@@ -82,14 +82,15 @@ class EmbeddingStore:
         bounds = torch.tensor(meta["bounds"], dtype=torch.long)
         num_parts = len(bounds) - 1
         wanted = set(range(num_parts) if partitions is None else partitions)
-        parts: list[list[np.ndarray]] = []
+        parts: list[list[Tensor | None]] = []
         for layer in range(len(meta["dims"])):
             row = []
             for p in range(num_parts):
                 f = path / f"layer{layer}.part{p}.npy"
                 if p in wanted and not f.is_file():
                     raise StoreError(f"{f} is missing from the store; run `tether omega precompute` again")
-                row.append(np.load(f, mmap_mode="r") if p in wanted else None)
+                # copy-on-write mapping: torch may view it without a copy, and nothing ever reaches the file
+                row.append(torch.from_numpy(np.load(f, mmap_mode="c")) if p in wanted else None)
             parts.append(row)
         return cls(path, meta["num_nodes"], bounds, meta["dims"], meta["model"], meta["graph"], parts)
 
@@ -102,21 +103,35 @@ class EmbeddingStore:
     def num_partitions(self) -> int:
         return int(self.bounds.numel() - 1)
 
-    def gather(self, layer: int, ids: Tensor) -> Tensor:
-        """(len(ids), F_layer) float32 rows of h^layer; ids must be existing nodes in mapped partitions."""
-        out = torch.empty(int(ids.numel()), self.dims[layer])
+    def gather(self, layer: int, ids: Tensor, out: Tensor | None = None) -> Tensor:
+        """(len(ids), F_layer) float32 rows of h^layer, written into `out` when given.
+
+        ids must be existing nodes in mapped partitions; ascending ids (the server's) are cut into
+        per-partition runs without masks.
+        """
+        if out is None:
+            out = torch.empty(int(ids.numel()), self.dims[layer])
         if ids.numel() == 0:
             return out
-        part = torch.searchsorted(self.bounds, ids, right=True) - 1
-        for p in torch.unique(part).tolist():
-            mm = self._parts[layer][p] if 0 <= p < self.num_partitions else None
-            if mm is None:
+        if bool((ids[1:] < ids[:-1]).any()):
+            order = torch.argsort(ids)
+            out[order] = self.gather(layer, ids[order])
+            return out
+        if int(ids[0]) < 0 or int(ids[-1]) >= self.num_nodes:
+            raise StoreError(
+                f"store rows are node ids 0..{self.num_nodes - 1}, but got ids in [{int(ids[0])}, {int(ids[-1])}]"
+            )
+        cuts = torch.searchsorted(ids, self.bounds).tolist()  # ids[cuts[p]:cuts[p+1]] lie in partition p
+        for p in range(self.num_partitions):
+            lo, hi = cuts[p], cuts[p + 1]
+            if hi == lo:
+                continue
+            part = self._parts[layer][p]
+            if part is None:
                 raise StoreError(
                     f"node ids of partition {p} were asked of a store that maps {self._mapped()}"
                 )
-            sel = (part == p).nonzero().view(-1)
-            rows = (ids[sel] - self.bounds[p]).numpy()
-            out[sel] = torch.from_numpy(mm[rows])
+            torch.index_select(part, 0, ids[lo:hi] - int(self.bounds[p]), out=out[lo:hi])
         return out
 
     def _mapped(self) -> list[int]:

@@ -15,30 +15,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tether.cloud.omega.config import ModelConfig
+from tether.cloud.omega.config import ModelConfig, TrainConfig
 from tether.cloud.omega.graphs import ServingSplit
 from tether.cloud.omega.models import GNN, training_adjacency
 
 __all__ = ["TrainConfig", "TrainResult", "train_model"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 60
-    lr: float = 0.01
-    weight_decay: float = 5e-4
-    eval_every: int = 5  # validation accuracy every this many epochs; the best model is kept
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name, ok in (
-            ("epochs >= 1", self.epochs >= 1),
-            ("lr > 0", self.lr > 0),
-            ("weight_decay >= 0", self.weight_decay >= 0),
-            ("eval_every >= 1", self.eval_every >= 1),
-        ):
-            if not ok:
-                raise ValueError(f"TrainConfig: {name} must hold, but got {self}")
 
 
 @dataclass
