@@ -7,6 +7,9 @@ Parameters (ConfigBot tunes them like any other):
   level there and switches `policy` to "manual" until `policy` is set back to "auto". An
   out-of-range value is rejected with the valid range.
 - `chain` (read-only, start-up): the chain folder name under <artefacts>/dsla/chains.
+- `http`, `host`, `port` (read-only): the OpenAI-compatible API of the LM runtime
+  (cloud/lm/server.py) over this engine; by default at the settings' lm_host:lm_port, where
+  the plain LM server would be, so its clients (SpeQL, Patchwork, ...) find DSLA-Serve there.
 
 Telemetry (1 Hz, merged into the node's): `dsla.converted_layers`, `dsla.cache_bytes` (KV +
 states + kept inputs), folds, and the engine's `lm.tokens_per_s`, `lm.tpot.p50_ms`, ...
@@ -23,6 +26,7 @@ from typing import Any
 from tether.bus import Node
 from tether.bus.parameters import Parameter, SetParametersResult
 from tether.cloud.dsla.serve import POLICIES, DSLAServe, LevelError
+from tether.settings import settings
 
 __all__ = ["DSLANode", "main"]
 
@@ -30,11 +34,14 @@ __all__ = ["DSLANode", "main"]
 class DSLANode(Node):
     """The node around a `DSLAServe` (given, or loaded from the `chain` parameter at start-up)."""
 
-    def __init__(self, *, serve: DSLAServe | None = None, start_engine: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *, serve: DSLAServe | None = None, **kwargs: Any) -> None:
         super().__init__("dsla", namespace=kwargs.pop("namespace", "/cloud"), **kwargs)
         chain = self.declare_parameter(
             "chain", "", description="Chain folder under <artefacts>/dsla/chains", read_only=True
         ).value
+        http = self.declare_parameter("http", True, read_only=True, description="serve the OpenAI API").value
+        host = self.declare_parameter("host", settings().lm_host, read_only=True).value
+        port = self.declare_parameter("port", settings().lm_port, read_only=True, min=0, max=65535).value
         self.serve = serve if serve is not None else load_serve(chain or None)
         self.declare_parameter(
             "policy",
@@ -55,8 +62,13 @@ class DSLANode(Node):
         self._stop = threading.Event()
         self.add_on_set_parameters_callback(self._on_set)
         self.telemetry.add_source(self.serve.snapshot)
-        if start_engine:
-            self.serve.engine.start()
+        self.serve.engine.start()
+        self.http = None
+        if http:
+            from tether.cloud.lm.server import ServerThread, create_app
+
+            self.http = ServerThread(create_app(self.serve.engine), str(host), int(port)).start()
+            self.get_logger().info("DSLA-Serve on %s", self.http.url)
         self._worker = threading.Thread(target=self._apply_loop, name="dsla-apply", daemon=True)
         self._worker.start()
         self._policy = threading.Thread(target=self._policy_loop, name="dsla-policy", daemon=True)
@@ -120,16 +132,20 @@ class DSLANode(Node):
                 self._write("converted_layers", after)
 
     def close(self) -> None:
-        """Stop the threads and the engine (every request ends, every block is returned)."""
+        """Stop the HTTP server, the threads and the engine (every request ends, every block returns)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._work.put(None)
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
         for t in (self._worker, self._policy):
             t.join(timeout=10)
         self.serve.engine.stop()
 
     def destroy_node(self) -> None:
-        if not self._stop.is_set():
-            self.close()
+        self.close()
         super().destroy_node()
 
 
@@ -152,6 +168,7 @@ def load_serve(chain: str | None = None) -> DSLAServe:
 
 
 def main(args: list[str] | None = None) -> None:
+    """The `tether_dsla.serve` node executable (`--ros-args -p chain:=<name> -p port:=8001`)."""
     from tether.bus import run_node
 
-    run_node(DSLANode, args)
+    raise SystemExit(run_node(DSLANode, args))

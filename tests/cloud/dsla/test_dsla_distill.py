@@ -1,0 +1,84 @@
+"""Chained distillation on a tiny random model: sensitivity order, one checkpoint per step, frozen prefixes, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+
+from tether.cloud.dsla.chain import Chain, ChainError
+from tether.cloud.dsla.distill import DistillConfig, Distiller
+from tether.cloud.dsla.sensitivity import last_row_entropy, sensitivity_order
+from tether.cloud.lm import Transformer
+
+CFG = DistillConfig(
+    batch_size=2,
+    seq_len=32,
+    bank_batches=2,
+    local_steps=6,
+    e2e_steps=2,
+    e2e_batch_size=1,
+    budget_min=10,
+    max_layers=2,
+    lr_gates=1e-2,
+    lr_proj=1e-3,
+)
+
+
+def _tokens(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(3, 259, 4000).astype(np.int32)
+
+
+def test_chain_converts_in_sensitivity_order_saves_each_step_and_resumes(tmp_path) -> None:
+    teacher = Transformer.random(TINY, seed=0)
+    windows = torch.from_numpy(_tokens(1)[:96].astype(np.int64)).view(3, 32)
+    entropy = last_row_entropy(teacher, windows)
+    order = sensitivity_order(entropy)
+    assert sorted(order) == [0, 1, 2] and [entropy[i] for i in order] == sorted(entropy)
+    assert all(0 < e <= np.log(32) + 1e-6 for e in entropy)  # an entropy over 32 positions
+
+    folder = tmp_path / "chain"
+    chain = Chain.create(
+        folder, teacher="tiny", n_layer=3, n_states=2, order=order, entropy=entropy, settings={}
+    )
+    steps = Distiller(teacher, chain, CFG, _tokens(2), _tokens(3), log=lambda _: None).run()
+    assert [s.layer for s in steps] == order[:2] and chain.converted == order[:2]
+    for s in steps:
+        assert (folder / f"layer_{s.layer}.safetensors").is_file()
+        assert s.local_steps == CFG.local_steps and s.e2e_steps == CFG.e2e_steps
+        assert all(np.isfinite(loss) for _, loss in s.local_loss + s.e2e_loss) and s.val_ppl > 1
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["order"] == order and manifest["entropy"] == pytest.approx(entropy)
+
+    # Prefix 1 of the chain: only the first layer is DSLA, with the weights it was saved with;
+    # prefix 2 holds the same weights for it (later steps never touch earlier layers).
+    one, two = Transformer.random(TINY, seed=0), Transformer.random(TINY, seed=0)
+    assert Chain.open(folder).load_into(one, upto=1) == order[:1]
+    Chain.open(folder).load_into(two)
+    assert [s.active for s in one.slots].count("dsla") == 1 and one.slots[order[0]].active == "dsla"
+    assert [s.active for s in two.slots].count("dsla") == 2
+    first_one, first_two = one.slots[order[0]].impl("dsla"), two.slots[order[0]].impl("dsla")
+    for name, p in first_one.state_dict().items():
+        torch.testing.assert_close(p, first_two.state_dict()[name])
+    # Trained: the converted layer moved away from its initialisation (q was at least rescaled).
+    assert not torch.equal(first_one.wq, one.slots[order[0]].impl("softmax").projections()[0])
+    x = torch.randint(3, 259, (1, 20))
+    assert not torch.allclose(one(x), teacher(x))
+
+    # Resume: a new process (model) continues the chain where it stopped.
+    again = Transformer.random(TINY, seed=0)
+    resumed = Chain.open(folder)
+    more = Distiller(
+        again,
+        resumed,
+        DistillConfig(**{**CFG.__dict__, "max_layers": 3}),
+        _tokens(2),
+        _tokens(3),
+        log=lambda _: None,
+    ).run()
+    assert [s.layer for s in more] == order[2:] and resumed.converted == order
+    with pytest.raises(ChainError, match="distilled from 'tiny'"):
+        resumed.check_teacher("another-model")
