@@ -1,0 +1,260 @@
+"""`tether bench lm`: the shared LM engine against transformers `generate` on the same model and prompts.
+
+Workload: first user turns of ShareGPT conversations (chat template applied, 24-160 prompt
+tokens), every request generating the same number of tokens, greedy. Measured in one run,
+in one process, with the same torch threads:
+
+- single stream: one request alone; decode tokens/s after the first token, and TTFT, against
+  transformers `generate` at batch 1. Target: at least as fast (ratio >= 1).
+- Poisson load: requests arriving at `rate` per second; output tokens/s over the makespan
+  (first arrival to last completion) and TTFT/TPOT percentiles, against transformers serving
+  one request at a time as they arrive (targets: >= 2x throughput, lower p99 TTFT) and static
+  batches of 8 left-padded prompts (target: >= its throughput).
+
+Each figure is the median of 3 runs after an unrecorded warm-up. The prefix cache is cleared
+before each run (no reuse across runs; within a run the shared system prompt's full block is
+reused, a feature of the engine). Options (`tether bench lm --key=value`): threads,
+max_batch_size, rate, requests, output_tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tether.bench import BenchContext, BenchReport, row
+from tether.bench.lm.runners import (
+    LoadResult,
+    engine_load,
+    engine_single,
+    hf_load_one_at_a_time,
+    hf_load_static,
+    hf_single,
+    poisson_arrivals,
+)
+
+__all__ = ["run"]
+
+
+def _prompts(tokenizer, n: int, lo: int = 24, hi: int = 160) -> list[list[int]]:
+    from tether.cloud.data import sharegpt
+
+    out: list[list[int]] = []
+    for conv in sharegpt.load("val", limit=4000):
+        first = conv.turns[0]
+        if first.role != "user":
+            continue
+        ids = tokenizer.encode(tokenizer.apply_chat_template([{"role": "user", "content": first.text}]))
+        if lo <= len(ids) <= hi:
+            out.append(ids)
+        if len(out) == n:
+            return out
+    raise RuntimeError(f"only {len(out)} ShareGPT prompts of {lo}-{hi} tokens, wanted {n}")
+
+
+def run(ctx: BenchContext) -> BenchReport:
+    from tether.bench.lm.reference import hf_reference
+    from tether.cloud.lm import EngineConfig, LLMEngine, SchedulerConfig
+
+    opt = ctx.options
+    threads = int(opt.get("threads", 2))
+    max_batch = int(opt.get("max_batch_size", 8))
+    n_req = int(opt.get("requests", 8 if ctx.quick else 24))
+    n_out = int(opt.get("output_tokens", 8 if ctx.quick else 64))
+    rate = float(opt.get("rate", 8.0 if ctx.quick else 4.0))
+    repeats = 3
+    load_before = os.getloadavg()
+
+    ctx.progress(
+        f"loading the engine ({threads} threads, max_batch_size {max_batch}) and the transformers reference"
+    )
+    engine = LLMEngine.load(
+        config=EngineConfig(threads=threads, scheduler=SchedulerConfig(max_batch_size=max_batch))
+    )
+    hf_model, _ = hf_reference()
+    torch.set_num_threads(threads)
+    prompts = _prompts(engine.tokenizer, n_req)
+    arrivals = poisson_arrivals(n_req, rate, seed=0)
+    engine.start()
+    try:
+        # Repeats alternate between the systems, so a burst of load from elsewhere on the machine
+        # lands on all of them rather than on one.
+        ctx.progress(f"single stream: {n_out} tokens, engine vs generate (batch 1)")
+        single_prompt = prompts[0]
+        engine_single(engine, single_prompt, n_out)  # warm-ups, not recorded
+        hf_single(hf_model, single_prompt, n_out)
+        ours_single, hf_single_runs = [], []
+        for _ in range(repeats):
+            ours_single.append(engine_single(engine, single_prompt, n_out))
+            hf_single_runs.append(hf_single(hf_model, single_prompt, n_out))
+
+        systems = {
+            "engine": lambda p, a: engine_load(engine, p, a, n_out),
+            "one_at_a_time": lambda p, a: hf_load_one_at_a_time(hf_model, p, a, n_out),
+            "static8": lambda p, a: hf_load_static(hf_model, p, a, n_out, batch=8),
+        }
+        loads: dict[str, list[LoadResult]] = {name: [] for name in systems}
+        ctx.progress(f"Poisson load: {n_req} requests at {rate}/s, {n_out} tokens each; warm-up")
+        for fn in systems.values():
+            fn(prompts[: min(8, n_req)], arrivals[: min(8, n_req)])
+        for rep in range(repeats):
+            for name, fn in systems.items():
+                res = fn(prompts, arrivals)
+                loads[name].append(res)
+                ctx.progress(
+                    f"  run {rep + 1}/{repeats} {name}: {res.throughput:.1f} tokens/s, "
+                    f"p99 TTFT {res.ttft_p(99) * 1e3:.0f} ms"
+                )
+    finally:
+        engine.stop()
+
+    params = {
+        "model": engine.name,
+        "threads": threads,
+        "max_batch_size": max_batch,
+        "requests": n_req,
+        "output_tokens": n_out,
+        "rate_per_s": rate,
+        "prompt_tokens_mean": float(np.mean([len(p) for p in prompts])),
+    }
+    single_params = {
+        "model": engine.name,
+        "threads": threads,
+        "prompt_tokens": len(single_prompt),
+        "output_tokens": n_out,
+    }
+    ours, one, static = loads["engine"], loads["one_at_a_time"], loads["static8"]
+    gen1, gen_one, gen_static = (
+        "transformers generate, batch 1",
+        "transformers one at a time",
+        "transformers static batches of 8",
+    )
+    rows = [
+        row(
+            "single-stream decode",
+            [d for _, d in ours_single],
+            "tokens/s",
+            "higher",
+            params=single_params,
+            baseline=gen1,
+            baseline_values=[d for _, d in hf_single_runs],
+            target=1.0,
+        ),
+        row(
+            "single-stream TTFT",
+            [t * 1e3 for t, _ in ours_single],
+            "ms",
+            "lower",
+            params=single_params,
+            baseline=gen1,
+            baseline_values=[t * 1e3 for t, _ in hf_single_runs],
+        ),
+        row(
+            "Poisson throughput vs one-at-a-time",
+            [r.throughput for r in ours],
+            "tokens/s",
+            "higher",
+            params=params,
+            baseline=gen_one,
+            baseline_values=[r.throughput for r in one],
+            target=2.0,
+        ),
+        row(
+            "Poisson p99 TTFT vs one-at-a-time",
+            [r.ttft_p(99) * 1e3 for r in ours],
+            "ms",
+            "lower",
+            params=params,
+            baseline=gen_one,
+            baseline_values=[r.ttft_p(99) * 1e3 for r in one],
+            target=1.0,
+        ),
+        row(
+            "Poisson throughput vs static batches",
+            [r.throughput for r in ours],
+            "tokens/s",
+            "higher",
+            params=params,
+            baseline=gen_static,
+            baseline_values=[r.throughput for r in static],
+            target=1.0,
+        ),
+        row(
+            "Poisson p99 TTFT vs static batches",
+            [r.ttft_p(99) * 1e3 for r in ours],
+            "ms",
+            "lower",
+            params=params,
+            baseline=gen_static,
+            baseline_values=[r.ttft_p(99) * 1e3 for r in static],
+        ),
+        row(
+            "Poisson p50 TTFT",
+            [r.ttft_p(50) * 1e3 for r in ours],
+            "ms",
+            "lower",
+            params=params,
+            baseline=gen_static,
+            baseline_values=[r.ttft_p(50) * 1e3 for r in static],
+        ),
+        row(
+            "Poisson p50 TPOT",
+            [r.tpot_p(50) * 1e3 for r in ours],
+            "ms",
+            "lower",
+            params=params,
+            baseline=gen_one,
+            baseline_values=[r.tpot_p(50) * 1e3 for r in one],
+        ),
+        row(
+            "Poisson p99 TPOT",
+            [r.tpot_p(99) * 1e3 for r in ours],
+            "ms",
+            "lower",
+            params=params,
+            baseline=gen_static,
+            baseline_values=[r.tpot_p(99) * 1e3 for r in static],
+        ),
+    ]
+    load_after = os.getloadavg()
+    notes = [
+        f"2-core machine shared with other work: load average {load_before[0]:.1f} before, {load_after[0]:.1f} after "
+        "(1 min); all systems ran in this one process, interleaved, so ratios compare like with like.",
+        "Throughput = output tokens / (first arrival to last completion); every request generates exactly "
+        f"{n_out} tokens (engine: ignore_eos; generate: min_new_tokens), greedy, float32.",
+    ]
+
+    def plot(path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = ["engine", "one at a time", "static x8"]
+        fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+        tput = [np.median([r.throughput for r in runs]) for runs in (ours, one, static)]
+        ttft = [np.median([r.ttft_p(99) for r in runs]) for runs in (ours, one, static)]
+        axes[0].bar(names, tput, color=["tab:blue", "tab:gray", "tab:orange"])
+        axes[0].set_ylabel("output tokens/s")
+        axes[0].set_title(f"Poisson load ({n_req} req at {rate}/s)")
+        axes[1].bar(names, ttft, color=["tab:blue", "tab:gray", "tab:orange"])
+        axes[1].set_ylabel("p99 TTFT (s)")
+        axes[1].set_yscale("log")
+        axes[1].set_title("p99 time to first token")
+        axes[2].bar(
+            ["engine", "generate"],
+            [np.median([d for _, d in ours_single]), np.median([d for _, d in hf_single_runs])],
+            color=["tab:blue", "tab:gray"],
+        )
+        axes[2].set_ylabel("decode tokens/s")
+        axes[2].set_title("single stream, batch 1")
+        fig.suptitle(f"tether bench lm: {engine.name}, {threads} threads, {time.strftime('%Y-%m-%d')}")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+    return BenchReport(rows=rows, plot=plot, notes=notes)
