@@ -61,16 +61,17 @@ class BotOptions:
     mode: Mode = Mode.TUNE
     static_config: dict[str, Any] = field(default_factory=dict)
     cgroups: bool = True  # place nodes in cgroups (False: leave them; quotas and weights are off)
-    library: bool | None = None  # None: the spec's context.library
+    library: bool | None = None  # read the context library (None: the spec's context.library); always written
     sampler: str = "gp"
     run_dir: Path | None = None  # timeline.jsonl, report.json, timeline.png
     store_dir: Path | None = None  # studies.db (Optuna) and library.db
     wait_nodes_s: float = 60.0
-    topic_grace_s: float = 15.0
+    topic_grace_s: float = 30.0
     retune_backoff_s: float = 20.0  # after an infeasible tuning, before the next one in that context
     nvpmodel: str | None = None
     cgroup_root: Path | None = None
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
+    plot: bool = True  # draw timeline.png at the end
 
 
 @dataclass
@@ -112,10 +113,9 @@ class ConfigBot:
             )
         )
         self.applier = Applier(acts, log)
-        use_lib = spec.context.library if self.opt.library is None else self.opt.library
-        self.library = (
-            ContextLibrary(store / "library.db", spec) if use_lib and self.opt.mode is Mode.TUNE else None
-        )
+        # The library is always written in tune mode; `library` (or the spec's) decides whether it is read.
+        self.library_lookup = spec.context.library if self.opt.library is None else self.opt.library
+        self.library = ContextLibrary(store / "library.db", spec) if self.opt.mode is Mode.TUNE else None
         self.tracker = ContextTracker(spec, self.profiler, self._power_mode)
         self.timeline = Timeline(spec, self.run_dir / "timeline.jsonl")
         self._pids: queue.SimpleQueue = queue.SimpleQueue()
@@ -227,6 +227,7 @@ class ConfigBot:
                     self.state.value,
                     self.trial,
                     ctx.fingerprint,
+                    self.profiler.sim_clock,
                 )
                 self.timeline.window(w)
                 with self._lock:
@@ -406,7 +407,12 @@ class ConfigBot:
                     self.note(f"the static configuration could not be applied: {err}")
             elif self.opt.mode is Mode.TUNE:
                 ctx = self.tracker.current
-                if ctx is not None and self.library is not None and self.library.lookup(ctx.fingerprint):
+                if (
+                    ctx is not None
+                    and self.library_lookup
+                    and self.library
+                    and self.library.lookup(ctx.fingerprint)
+                ):
                     handle_context(self, ctx, "start")
                 else:
                     tune(self, "start")
@@ -454,7 +460,8 @@ class ConfigBot:
         report = self.report()
         (self.run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         try:
-            self.timeline.plot(self.run_dir / "timeline.png")
+            if self.opt.plot:
+                self.timeline.plot(self.run_dir / "timeline.png")
         except Exception as exc:  # the report matters more than its picture
             log.warning("timeline plot failed: %s", exc)
         return report

@@ -18,15 +18,17 @@ __all__ = ["Evaluation", "evaluate", "violation"]
 MISSING_VIOLATION = 1.0
 
 
-def violation(c: Constraint, value: float | None) -> float:
-    """<= 0 when the constraint holds; the worse of the two bounds otherwise."""
+def violation(c: Constraint, value: float | None, margin: float = 0.0) -> float:
+    """<= 0 when the constraint holds (with `margin`: that fraction inside its bounds); the worse bound otherwise."""
     if value is None or not math.isfinite(value):
         return MISSING_VIOLATION
     v = -math.inf
     if c.min is not None:
-        v = max(v, (c.min - value) / max(abs(c.min), 1e-9))
+        scale = max(abs(c.min), 1e-9)
+        v = max(v, (c.min + margin * scale - value) / scale)
     if c.max is not None:
-        v = max(v, (value - c.max) / max(abs(c.max), 1e-9))
+        scale = max(abs(c.max), 1e-9)
+        v = max(v, (value - c.max + margin * scale) / scale)
     return v
 
 
@@ -67,15 +69,18 @@ class Evaluation:
         }
 
 
-def evaluate(spec: Spec, values: dict[str, float | None]) -> Evaluation:
-    """Score measured signal values (keyed by Signal.key) against the specification."""
+def evaluate(spec: Spec, values: dict[str, float | None], margin: float = 0.0) -> Evaluation:
+    """Score measured signal values (keyed by Signal.key) against the specification.
+
+    `margin` tightens every bound by that fraction of it: trials are judged with the spec's trial
+    margin, so the configuration chosen holds with headroom rather than on the edge of its noise."""
     viols, core, missing = [], [], []
     for c in spec.constraints:
         key = c.signal(spec.namespace).key
         value = values.get(key)
         if value is None:
             missing.append(key)
-        viols.append(violation(c, value))
+        viols.append(violation(c, value, margin))
         core.append(c.core)
     objective = None
     if spec.objective is not None:

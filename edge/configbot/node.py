@@ -1,8 +1,9 @@
 """ConfigBot as a node on the bus (`configbot_ros.configbot`): launched beside the robot's nodes.
 
 Parameters: `spec` (the specification file; required), `mode` (tune, static, observe),
-`static_config` (JSON, for static), `duration` (s, 0 = until stopped), `library`, `sampler`
-(gp, tpe, random), `cgroups`, `run_dir`. It publishes its status as JSON on `~/status` once a
+`static_config` (static mode: inline JSON or a JSON/YAML file), `duration` (s, 0 = until
+stopped), `library`, `sampler` (gp, tpe, random), `cgroups`, `run_dir`, `store_dir`, `stack` (overrides the
+spec's cgroup stack). It publishes its status as JSON on `~/status` once a
 second (the live views read it), its state as telemetry (`configbot.*`), and at the end prints
 its report and writes `report.json` and `timeline.png` in its run folder. The same node runs on
 rclpy (TETHER_TRANSPORT=rclpy) through the ament package `configbot_ros`.
@@ -21,7 +22,7 @@ from tether.edge.configbot.bot import BotOptions, ConfigBot, Mode
 from tether.edge.configbot.spec import SpecError, load_spec
 from tether.edge.configbot.view import format_report
 
-__all__ = ["ConfigBotNode", "main"]
+__all__ = ["ConfigBotNode", "load_config", "main"]
 
 String = get_type("std_msgs/msg/String")
 _STATES = {"waiting": 0, "tuning": 1, "verifying": 2, "monitoring": 3, "stopped": 4, "error": 5}
@@ -45,6 +46,10 @@ class ConfigBotNode(Node):
         sampler = str(p("sampler", "gp", description="Optuna sampler", choices=["gp", "tpe", "random"]).value)
         cgroups = bool(p("cgroups", True, description="place the nodes in cgroups").value)
         run_dir = str(p("run_dir", "", description="folder for timeline, report and plot").value)
+        stack = str(p("stack", "", description="cgroup stack tether/<stack> (empty: the spec's)").value)
+        store = str(
+            p("store_dir", "", description="studies.db and library.db; empty = artefacts/configbot").value
+        )
         if not spec_path:
             raise SpecError(
                 Path("<parameter spec>"),
@@ -52,13 +57,16 @@ class ConfigBotNode(Node):
                 "set the parameter spec:=<file.yaml> (a ConfigBot specification)",
             )
         self.spec = load_spec(spec_path)
+        if stack:
+            self.spec = self.spec.model_copy(update={"stack": stack})
         opts = BotOptions(
             mode=Mode(mode),
-            static_config=json.loads(static) if static else {},
+            static_config=load_config(static),
             library=library,
             sampler=sampler,
             cgroups=cgroups,
             run_dir=Path(run_dir) if run_dir else None,
+            store_dir=Path(store) if store else None,
         )
         self.bot = ConfigBot(self.spec, self, opts)
         self.status_pub = self.create_publisher(String, "~/status", 10)
@@ -98,6 +106,20 @@ class ConfigBotNode(Node):
         """Called by run_node on SIGINT/SIGTERM: stop the loop, which restores and removes what it changed."""
         self.bot.stop()
         self._thread.join(timeout=15)
+
+
+def load_config(text: str) -> dict:
+    """A configuration given inline (JSON) or as a JSON or YAML file; {} for an empty string."""
+    import yaml
+
+    if not text.strip():
+        return {}
+    if text.strip().endswith((".json", ".yaml", ".yml")):
+        text = Path(text.strip()).read_text()
+    value = yaml.safe_load(text)  # JSON is YAML
+    if not isinstance(value, dict):
+        raise ValueError(f"a configuration is a mapping of knob -> value, but got {value!r}")
+    return value
 
 
 def main(args: Sequence[str] | None = None) -> None:

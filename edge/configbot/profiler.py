@@ -54,6 +54,14 @@ def rate_from_arrivals(arrivals: np.ndarray, t0: float, t1: float, before: float
     return 1.0 / max(mean, 1e-9)
 
 
+def _pid_alive(pid: int) -> bool:
+    """The process exists and has not exited (a zombie has)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _stamp_ns(payload) -> int | None:
     """header.stamp of a stamped message from its CDR bytes (encapsulation header, then sec, nanosec)."""
     if len(payload) < 12:
@@ -111,6 +119,12 @@ class Profiler:
         if scan is not None:
             self.wanted_topics = sorted(set(self.wanted_topics) | {scan.scan})
         self._subscribed: set[str] = set()
+        self.sim_clock: float | None = (
+            None  # latest /clock (simulated seconds), where a simulator publishes one
+        )
+        node.create_subscription(
+            get_type("rosgraph_msgs/msg/Clock"), "/clock", self._on_clock, QoSProfile(depth=5), raw=True
+        )
         node.create_subscription(
             get_type("tether_msgs/msg/Telemetry"), "/**/telemetry", self._on_telemetry, QoSProfile(depth=200)
         )
@@ -182,6 +196,13 @@ class Profiler:
         frac = float(np.mean(ranges[valid] < scan.near_m)) if valid.any() and scan else 0.0
         with self._lock:
             self._scan_near.append((now, frac))
+
+    def _on_clock(self, payload) -> None:
+        ns = _stamp_ns(
+            payload
+        )  # rosgraph_msgs/Clock is one builtin_interfaces/Time: the same bytes as a stamp
+        if ns is not None:
+            self.sim_clock = ns / 1e9
 
     def _on_telemetry(self, msg) -> None:
         fqn = f"{msg.namespace.rstrip('/')}/{msg.node}"
@@ -380,13 +401,15 @@ class Profiler:
 
     # -- nodes ----------------------------------------------------------------------------------------
     def alive(self, fqn: str, timeout: float) -> bool:
-        """Heard from within `timeout` s, or (no telemetry) its process exists."""
+        """Its process runs (when known) and it was heard from within `timeout` s (when it sends telemetry)."""
         info = self.nodes.get(fqn)
         if info is None:
             return False
+        if info.pid is not None and not _pid_alive(info.pid):
+            return False  # seen at once, not `timeout` later
         if time.monotonic() - info.last_seen <= timeout:
             return True
-        return info.pid is not None and info.last_seen == -math.inf and psutil.pid_exists(info.pid)
+        return info.pid is not None and info.last_seen == -math.inf
 
     def set_pid(self, fqn: str, pid: int) -> None:
         """A node's process found another way (its command line), for nodes without tether telemetry."""

@@ -296,6 +296,9 @@ class TrialSpec(_Strict):
         4, ge=1, le=1000, description="stop after this many trials without a better feasible one"
     )
     min_improvement: float = Field(0.02, ge=0, le=1, description="relative gain that counts as better")
+    margin: float = Field(
+        0.05, ge=0, le=0.5, description="a trial is feasible only this fraction inside every bound (headroom)"
+    )
     abort_ratio: float = Field(
         0.5, ge=0, le=1, description="a core rate below this fraction of its minimum for 2 s aborts the trial"
     )

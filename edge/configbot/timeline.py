@@ -31,6 +31,7 @@ class Window:
     state: str
     trial: int | None  # the trial running in this window, if any
     context: str | None = None
+    clock: float | None = None  # simulated time (/clock) at the window's end, where there is a simulator
 
 
 @dataclass
@@ -93,9 +94,9 @@ class Timeline:
         ]
 
     def summary(self, from_s: float = 0.0, until_s: float | None = None) -> dict[str, Any]:
-        """Fractions of windows with every core constraint holding (all, outside trials), objective, trials."""
+        """Fractions of windows with every core constraint holding (all; outside tunings), objective, trials."""
         ws = [w for w in self.windows if w.t > from_s and (until_s is None or w.t <= until_s)]
-        outside = [w for w in ws if w.trial is None]
+        outside = [w for w in ws if w.state not in ("tuning", "verifying")]  # not while a tuning runs
         objs = [w.objective for w in ws if w.objective is not None and math.isfinite(w.objective)]
         trials = [e for e in self.events if e["kind"] == "trial_end"]
         conv = [e for e in self.events if e["kind"] in ("converged", "infeasible")]

@@ -1,12 +1,14 @@
 """One tuning of ConfigBot: trials (apply, settle, measure) asked of Optuna until it converges, safely.
 
 A trial applies a configuration atomically, waits `settle_s`, measures `measure_s`, and tells
-Optuna the objective with each constraint's violation. Safety, as ConfigBot's specification
-asks: the first trial is the configuration most likely to be feasible; a trial that breaks a
-core rate badly (below `abort_ratio` of its minimum for two seconds) is cut short, told as
-measured (infeasible) and the last good configuration is restored at once; a node that dies
-or restarts mid-trial fails the trial and the last good configuration is restored (re-applied
-to the node when it returns). Tuning stops after `max_trials`, or `patience` trials without a
+Optuna the objective with each constraint's violation. A trial counts as feasible only with
+`margin` headroom inside every bound, so the optimum chosen, which sits on a constraint's edge,
+does not fall off it with the next second's noise. Safety, as ConfigBot's specification asks:
+the first trial is the configuration most likely to be feasible; a trial that breaks a core
+rate badly (below `abort_ratio` of its minimum for two seconds) is cut short, told as measured
+(infeasible) and the last good configuration is restored at once; a node that dies or
+restarts mid-trial fails the trial and the last good configuration is restored (re-applied to
+the node when it returns). Tuning stops after `max_trials`, or `patience` trials without a
 better feasible one; the best is applied, or, when none was feasible, the specification is
 reported infeasible with the least-violating configuration found, which is then applied.
 """
@@ -62,7 +64,7 @@ def run_trial(bot: ConfigBot, number: int, config: dict[str, Any]) -> tuple[Eval
     ev: Evaluation | None = None
     if outcome in ("ok", "aborted"):
         t1 = time.monotonic()
-        ev = evaluate(spec, bot.profiler.measure(max(t_measure, start), t1))
+        ev = evaluate(spec, bot.profiler.measure(max(t_measure, start), t1), margin=spec.trial.margin)
     bot.trial = None
     summary = {
         "trial": number,
@@ -206,7 +208,7 @@ def handle_context(bot: ConfigBot, ctx: Context, reason: str) -> None:
     """A new context: its library configuration, verified over one trial, else a fresh tuning."""
     from tether.edge.configbot.bot import State
 
-    entry = bot.library.lookup(ctx.fingerprint) if bot.library is not None else None
+    entry = bot.library.lookup(ctx.fingerprint) if bot.library is not None and bot.library_lookup else None
     if entry is None:
         tune(bot, f"{reason}: new context {ctx.fingerprint}")
         return
