@@ -35,8 +35,10 @@ __all__ = [
     "Signal",
     "Spec",
     "SpecError",
+    "SPECS_DIR",
     "load_spec",
     "parse_signal",
+    "spec_path",
 ]
 
 STACK = "stack"  # the reserved node name of the aggregate signals (stack:cpu.cores)
@@ -459,9 +461,27 @@ def _check_semantics(spec: Spec, lines: dict[tuple, int], path: Path) -> None:
         )
 
 
+SPECS_DIR = Path(__file__).resolve().parent / "specs"
+
+
+def spec_path(name: Path | str) -> Path:
+    """A bundled specification by name (`sim_robot`, in edge/configbot/specs/) or a path to a YAML file."""
+    text = str(name)
+    if text.endswith((".yaml", ".yml")) or "/" in text:
+        return Path(text)
+    path = SPECS_DIR / f"{text}.yaml"
+    if not path.is_file():
+        bundled = ", ".join(sorted(p.stem for p in SPECS_DIR.glob("*.yaml")))
+        raise SpecError(
+            path, None, f"no bundled specification {text!r}; bundled: {bundled}, or give a .yaml path"
+        )
+    return path
+
+
 def load_spec(path: Path | str) -> Spec:
-    """Parse and validate a specification file; SpecError names the file, the line and the fix."""
-    path = Path(path)
+    """Parse and validate a specification (a file, or a bundled one by name); SpecError names the file,
+    the line and the fix."""
+    path = spec_path(path)
     try:
         data, lines = parse_yaml(path)
         spec = validate_data(Spec, data, lines, path)
