@@ -52,6 +52,12 @@ def distill(
     fresh: bool = typer.Option(
         False, "--fresh", help="Delete the chain folder first instead of resuming it."
     ),
+    order_from: Optional[str] = typer.Option(
+        None, help="Take the order from this chain (no calibration pass)."
+    ),
+    steps_from: Optional[str] = typer.Option(
+        None, help="Train each layer exactly as many steps as this chain did (an ablation at equal effort)."
+    ),
 ) -> None:
     """Convert layers one at a time in sensitivity order (layer-local, then end to end); resumable."""
     import shutil
@@ -117,7 +123,12 @@ def distill(
     bar = tqdm(
         total=last, initial=chain.num_converted, unit="layer", mininterval=5, file=sys.stderr, desc="distil"
     )
-    distiller = Distiller(model, chain, cfg, train, val, log=log)
+    fixed = None
+    if steps_from:
+        fixed = {
+            st.layer: (st.local_steps, st.e2e_steps) for st in Chain.open(chains_root() / steps_from).steps
+        }
+    distiller = Distiller(model, chain, cfg, train, val, log=log, fixed_steps=fixed)
 
     def progress(layer: int, text: str) -> None:
         bar.set_postfix_str(f"layer {layer}: {text}", refresh=False)

@@ -157,11 +157,17 @@ class Distiller:
         train_tokens: np.ndarray,
         val_tokens: np.ndarray,
         log: Callable[[str], None] = print,
+        fixed_steps: dict[int, tuple[int, int]] | None = None,
     ) -> None:
+        """`fixed_steps`: per layer, (local, e2e) steps to run whatever the clock says (an ablation
+        trained exactly as much as the chain it is compared with); the budget still ends the run."""
         self.model, self.chain, self.cfg, self.log = model, chain, cfg, log
+        self.fixed_steps = fixed_steps or {}
         for p in model.parameters():
             p.requires_grad_(False)
         self.impls = attach(model, cfg.n_states, cfg.chunk)
+        for slot in model.slots:  # the chain alone decides which layers are converted
+            slot.active = "softmax"
         chain.load_into(model)
         rng = np.random.default_rng(cfg.seed)
         self.val = sample_batches(val_tokens, 1, 1, cfg.seq_len, np.random.default_rng(cfg.seed + 1))[0]
@@ -232,6 +238,10 @@ class Distiller:
         t0 -= state["elapsed"]
         local_end = t0 + seconds * cfg.local_share
         end = t0 + seconds
+        local_cap, e2e_cap = cfg.local_steps, cfg.e2e_steps
+        if layer in self.fixed_steps:
+            local_cap, e2e_cap = self.fixed_steps[layer]
+            local_end = end = math.inf
         last_save = time.perf_counter()
 
         def checkpoint(force: bool = False) -> None:
@@ -243,12 +253,12 @@ class Distiller:
                 )
                 last_save = time.perf_counter()
 
-        if state["local"] < cfg.local_steps or partial is None:
+        if state["local"] < local_cap or partial is None:
             targets = self._local_targets(layer)
             if partial is None:
                 state["q_scales"] = self._calibrate(layer, targets)
                 self.log(f"layer {layer}: q scaled per head by {state['q_scales']}")
-            while state["local"] < cfg.local_steps and time.perf_counter() < local_end:
+            while state["local"] < local_cap and time.perf_counter() < local_end:
                 loss = self._local_step(layer, targets, opt)
                 state["local"] += 1
                 _record(state["local_loss"], state["local"], loss)
@@ -256,7 +266,7 @@ class Distiller:
                     progress(layer, f"local {state['local']} loss {loss:.4f}")
                 checkpoint()
         self.model.slots[layer].active = self.chain.kind
-        while state["e2e"] < cfg.e2e_steps and (time.perf_counter() < end or state["e2e"] == 0):
+        while state["e2e"] < e2e_cap and (time.perf_counter() < end or state["e2e"] == 0):
             loss = self._e2e_step(layer, opt)
             state["e2e"] += 1
             _record(state["e2e_loss"], state["e2e"], loss)

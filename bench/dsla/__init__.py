@@ -1,0 +1,512 @@
+"""tether bench dsla: DSLA-Serve's speed and quality against the same engine with no layer converted.
+
+The paper (arXiv 2506.09316): 2.3x faster inference than Llama2-7B at comparable accuracy. Here,
+on SmolLM2-135M and a chain distilled by `tether dsla distill`, for the original model, the
+chain's prefixes (25%, 50%, 75%, 80+% of the layers) and the single-state ablation (a chain
+made with `--states 1`):
+
+- decode throughput and latency against context (512 .. 8K) at batch 1 and 8 (caches imported,
+  then the engine's decode steps timed);
+- end-to-end throughput of a concurrent long-context load: the original, the chosen level, and
+  DSLA-Serve starting unconverted with the load policy on (converting and folding in flight);
+- quality at the same contexts: perplexity on held-out text (Shakespeare's validation plays,
+  held-out ShareGPT, and the Python reference from outside the distillation corpora) in 8K and
+  2K windows, top-1 agreement with the teacher, multiple-choice cloze accuracy.
+
+Targets: decode throughput at batch 8 and 8K at least 2.3x the baseline at the chosen level
+(the chain's furthest), perplexity there within 15% of the original (ratio >= 1/1.15), and
+dual-state better than single-state at equal conversion (ratio > 1). `--quick` makes a tiny
+random model and tiny chains and checks the contract only.
+Options: `--contexts=512,2048,8192`, `--chain=<name>`, `--ablation=<name>`.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tether.bench import BenchContext, BenchReport, Row, row
+
+__all__ = ["run"]
+
+SPEED_TARGET = 2.3
+PPL_TOLERANCE = 1.15
+
+
+@dataclass
+class Setup:
+    model: object
+    tokenizer: object
+    order: list[int]
+    kind: str
+    available: int  # layers the DSLA chain has converted
+    ablation: int  # layers the single-state chain has converted (0: none)
+    texts: dict[str, np.ndarray]
+    raw_texts: dict[str, str]
+    contexts: list[int]
+    batches: list[int]
+    steps: int
+    ppl_long: int
+    ppl_short: int
+    cloze_per_repeat: int
+    load_prompts: int
+    load_prompt_len: int
+    load_max_tokens: int
+    notes: list[str] = field(default_factory=list)
+
+
+def _full_setup(ctx: BenchContext) -> Setup:
+    from tether.cloud.dsla import corpus
+    from tether.cloud.dsla.chain import Chain
+    from tether.cloud.dsla.cli import chains_root, default_chain_name
+    from tether.cloud.lm import Transformer, load_checkpoint
+
+    ckpt = load_checkpoint()
+    name = ctx.options.get("chain") or default_chain_name(ckpt.name, 2)
+    folder = chains_root() / name
+    if not Chain.exists(folder):
+        raise SystemExit(
+            f"no distilled chain at {folder}: run `tether dsla distill` (about two hours on 2 cores), and for the "
+            f"ablation `tether dsla distill --states 1 --order-from {name} --steps-from {name} --max-layers 8`; "
+            "`tether bench dsla --quick` checks the benchmark on a tiny random model meanwhile"
+        )
+    model = Transformer.from_checkpoint(ckpt)
+    chain = Chain.open(folder)
+    chain.check_teacher(ckpt.name)
+    chain.load_into(model, activate=False)
+    notes = [f"chain {folder} ({chain.num_converted}/{len(chain.order)} layers)"]
+    ablation = 0
+    abl_folder = chains_root() / (ctx.options.get("ablation") or default_chain_name(ckpt.name, 1))
+    if Chain.exists(abl_folder):
+        abl = Chain.open(abl_folder)
+        if abl.order[: abl.num_converted] == chain.order[: abl.num_converted]:
+            abl.load_into(model, activate=False)
+            ablation = abl.num_converted
+            notes.append(f"ablation chain {abl_folder} ({ablation} layers, single state)")
+        else:
+            notes.append(f"ablation chain {abl_folder} has another order: skipped")
+    else:
+        notes.append(f"no single-state chain at {abl_folder}: ablation rows skipped")
+    held = corpus.heldout_texts(ckpt.tokenizer)
+    raw = {k: f() for k, f in held.items()}
+    texts = {k: corpus.tokens(ckpt.tokenizer, k, lambda k=k: raw[k]) for k in raw}
+    contexts = [int(c) for c in ctx.options.get("contexts", "512,1024,2048,4096,8192").split(",")]
+    return Setup(
+        model,
+        ckpt.tokenizer,
+        chain.order,
+        chain.kind,
+        chain.num_converted,
+        ablation,
+        texts,
+        raw,
+        contexts,
+        [1, 8],
+        steps=4,
+        ppl_long=8192,
+        ppl_short=2048,
+        cloze_per_repeat=8,
+        load_prompts=8,
+        load_prompt_len=2048,
+        load_max_tokens=64,
+        notes=notes,
+    )
+
+
+def _quick_setup(ctx: BenchContext) -> Setup:
+    """A tiny random model, tiny DSLA and GLA chains distilled on the spot, byte-level text."""
+    from tether.cloud.dsla import corpus
+    from tether.cloud.dsla.chain import Chain
+    from tether.cloud.dsla.distill import DistillConfig, Distiller
+    from tether.cloud.dsla.sensitivity import last_row_entropy, sensitivity_order
+    from tether.cloud.lm import ModelConfig, Tokenizer, Transformer
+
+    cfg = ModelConfig(
+        vocab_size=259,
+        n_layer=4,
+        n_embd=64,
+        n_head=4,
+        n_kv_head=2,
+        head_dim=16,
+        ffn_dim=128,
+        context_len=2048,
+        tie_embeddings=False,
+    )
+    tok = Tokenizer.byte_level()
+    model = Transformer.random(cfg, seed=0)
+    raw = {
+        "shakespeare-val": corpus.heldout_texts(tok)["shakespeare-val"]()[:200_000],
+        "python-docs": corpus.heldout_texts(tok)["python-docs"]()[:100_000],
+    }
+    texts = {k: np.asarray(tok.encode(v, add_bos=False), dtype=np.int32) for k, v in raw.items()}
+    train = texts["shakespeare-val"][: len(texts["shakespeare-val"]) // 2]
+    import torch
+
+    entropy = last_row_entropy(model, torch.from_numpy(train[:256].astype(np.int64)).view(4, 64))
+    order = sensitivity_order(entropy)
+    root = Path(tempfile.mkdtemp(prefix="dsla-quick-"))
+    dcfg = DistillConfig(
+        batch_size=2, seq_len=64, bank_batches=1, local_steps=3, e2e_steps=1, e2e_batch_size=1
+    )
+    for states in (2, 1):
+        chain = Chain.create(
+            root / str(states),
+            teacher="tiny",
+            n_layer=4,
+            n_states=states,
+            order=order,
+            entropy=entropy,
+            settings={},
+        )
+        Distiller(
+            model,
+            chain,
+            DistillConfig(**{**dcfg.__dict__, "n_states": states, "max_layers": 4 if states == 2 else 2}),
+            train,
+            train,
+            log=lambda _: None,
+        ).run()
+        Chain.open(root / str(states)).load_into(model, activate=False)
+    return Setup(
+        model,
+        tok,
+        order,
+        "dsla",
+        4,
+        2,
+        texts,
+        raw,
+        [64, 256],
+        [1, 4],
+        steps=2,
+        ppl_long=512,
+        ppl_short=128,
+        cloze_per_repeat=2,
+        load_prompts=3,
+        load_prompt_len=128,
+        load_max_tokens=8,
+        notes=[
+            f"quick: tiny random model ({cfg.n_layer} layers) and tiny chains in {root}; "
+            "full figures: `tether dsla distill`, then `tether bench dsla`"
+        ],
+    )
+
+
+def _levels(s: Setup) -> dict[str, int]:
+    """Variant label -> converted layers: the original, the 25/50/75% prefixes, the furthest (80+%)."""
+    L = len(s.model.slots)
+    out = {"original": 0}
+    for frac in (0.25, 0.5, 0.75):
+        n = math.ceil(frac * L)
+        if n <= s.available:
+            out[f"{s.kind}-{n}/{L}"] = n
+    out[f"{s.kind}-{s.available}/{L}"] = s.available
+    return out
+
+
+def run(ctx: BenchContext) -> BenchReport:
+    import torch
+
+    from tether.bench.dsla import _quality as quality
+    from tether.bench.dsla import _speed as speed
+    from tether.cloud.dsla.serve import DSLAServe
+    from tether.cloud.lm import CacheConfig, EngineConfig, LLMEngine, SchedulerConfig
+
+    torch.set_num_threads(2)
+    t_start = time.perf_counter()
+    s = _quick_setup(ctx) if ctx.quick else _full_setup(ctx)
+    model, L = s.model, len(s.model.slots)
+    levels = _levels(s)
+    chosen_label = max(levels, key=lambda k: levels[k])
+    chosen = levels[chosen_label]
+    gla_label = f"gla-{s.ablation}/{L}"
+    dsla_at_ablation = f"{s.kind}-{s.ablation}/{L}"
+    rows: list[Row] = []
+    curves: dict[tuple[str, int], list[tuple[int, float]]] = {}
+
+    # --- decode speed -------------------------------------------------------------------------
+    T_max = max(s.contexts)
+    kv_bytes = max(s.batches) * (T_max + 64) * L * model.config.kv_bytes_per_token_per_layer * 1.1
+    config = EngineConfig(
+        cache=CacheConfig(kv_cache_bytes=int(kv_bytes), side_cache_bytes=1 << 20, prefix_caching=False),
+        scheduler=SchedulerConfig(max_batch_size=max(s.batches), max_tokens_per_step=256),
+        max_context=T_max + 64,
+    )
+    engine = LLMEngine(model, s.tokenizer, config, name="dsla-bench")
+    variants = [(label, n, s.kind) for label, n in levels.items()]
+    if s.ablation:
+        variants.append((gla_label, s.ablation, "gla"))
+        if dsla_at_ablation not in levels:
+            variants.append((dsla_at_ablation, s.ablation, s.kind))
+    speed_at: dict[tuple[str, int, int], tuple[list[float], list[float]]] = {}
+    for label, n, kind in variants:
+        full = label in ("original", chosen_label)
+        for T in (
+            s.contexts if full else [c for c in s.contexts if c in (min(s.contexts), 2048, T_max)] or [T_max]
+        ):
+            export = speed.synthetic_export(engine, speed.level_kinds(L, s.order, n, kind), T)
+            for b in s.batches:
+                ctx.progress(f"decode {label} ctx {T} batch {b}")
+                speed_at[(label, T, b)] = speed.decode_speed(engine, export, b, s.steps, repeats=3)
+                curves.setdefault((label, b), []).append((T, float(np.median(speed_at[(label, T, b)][0]))))
+    engine.stop()
+    for (label, T, b), (rates, ms) in speed_at.items():
+        if label == "original":
+            continue
+        base_rates, base_ms = speed_at.get(("original", T, b), (None, None))
+        if base_rates is None:
+            continue
+        target = SPEED_TARGET if (label == chosen_label and T_max == T and b == max(s.batches)) else None
+        params = {"context": T, "batch": b, "converted": label}
+        rows.append(
+            row(
+                f"decode tokens/s b{b} ctx{T} {label}",
+                rates,
+                "tokens/s",
+                "higher",
+                params=params,
+                baseline="original",
+                baseline_values=base_rates,
+                target=target,
+            )
+        )
+        rows.append(
+            row(
+                f"decode latency b{b} ctx{T} {label}",
+                ms,
+                "ms/step",
+                "lower",
+                params=params,
+                baseline="original",
+                baseline_values=base_ms,
+            )
+        )
+    for b in s.batches:
+        rates, ms = speed_at[("original", T_max, b)]
+        rows.append(
+            row(
+                f"decode tokens/s b{b} ctx{T_max} original",
+                rates,
+                "tokens/s",
+                "higher",
+                params={"context": T_max, "batch": b},
+            )
+        )
+
+    # --- quality ----------------------------------------------------------------------------------
+    long_text = "shakespeare-val"
+    long_w = quality.windows(s.texts[long_text], 3, s.ppl_long, seed=1)
+    short_w = torch.stack([quality.windows(t, 1, s.ppl_short, seed=2)[0] for t in s.texts.values()])
+    items = []
+    for i, (name, text) in enumerate(s.raw_texts.items()):
+        if name != "sharegpt-val":
+            items += quality.cloze_items(text, s.tokenizer, s.cloze_per_repeat * 3 // 2 + 1, seed=10 + i)
+    items = items[: 3 * s.cloze_per_repeat]
+    subsets = [items[i::3] for i in range(3)]
+    teacher_long = teacher_short = None
+    q: dict[str, dict[str, list[float]]] = {}
+    for label, n, kind in variants:
+        ctx.progress(f"quality {label}")
+        speed.set_level(model, s.order, n, kind)
+        n_long = 3 if label in ("original", chosen_label) else 1
+        p_long, top_long, a_long = quality.score_windows(model, long_w[:n_long], teacher_long)
+        p_short, top_short, a_short = quality.score_windows(model, short_w, teacher_short)
+        if label == "original":
+            teacher_long, teacher_short = top_long, top_short
+            a_long, a_short = [1.0] * n_long, [1.0] * len(short_w)
+        q[label] = {
+            "long": p_long,
+            "short": p_short,
+            "agree_long": a_long,
+            "agree_short": a_short,
+            "cloze": [quality.cloze_accuracy(model, sub) for sub in subsets],
+        }
+    speed.set_level(model, s.order, 0, s.kind)
+    base = q["original"]
+    for label, n, _kind in variants:
+        if label == "original":
+            continue
+        params = {"converted": label, "layers": n}
+        tol = 1 / PPL_TOLERANCE if label == chosen_label else None
+        rows.append(
+            row(
+                f"ppl {long_text} ctx{s.ppl_long} {label}",
+                q[label]["long"],
+                "ppl",
+                "lower",
+                params=params,
+                baseline="original",
+                baseline_values=base["long"][: len(q[label]["long"])],
+                target=tol,
+            )
+        )
+        rows.append(
+            row(
+                f"ppl held-out ctx{s.ppl_short} {label}",
+                q[label]["short"],
+                "ppl",
+                "lower",
+                params=params,
+                baseline="original",
+                baseline_values=base["short"],
+            )
+        )
+        for j, name in enumerate(s.texts):
+            rows.append(
+                row(
+                    f"ppl {name} ctx{s.ppl_short} {label}",
+                    q[label]["short"][j],
+                    "ppl",
+                    "lower",
+                    params=params,
+                    baseline="original",
+                    baseline_values=base["short"][j],
+                )
+            )
+        rows.append(
+            row(
+                f"top-1 agreement ctx{s.ppl_long} {label}",
+                q[label]["agree_long"],
+                "fraction",
+                "higher",
+                params=params,
+            )
+        )
+        rows.append(
+            row(
+                f"top-1 agreement ctx{s.ppl_short} {label}",
+                q[label]["agree_short"],
+                "fraction",
+                "higher",
+                params=params,
+            )
+        )
+        rows.append(
+            row(
+                f"cloze accuracy {label}",
+                q[label]["cloze"],
+                "fraction",
+                "higher",
+                params=params,
+                baseline="original",
+                baseline_values=base["cloze"],
+            )
+        )
+    rows.append(
+        row("cloze accuracy original", base["cloze"], "fraction", "higher", params={"items": len(items)})
+    )
+    if s.ablation:
+        rows.append(
+            row(
+                f"dual vs single state: ppl held-out ctx{s.ppl_short} at {s.ablation}/{L}",
+                q[dsla_at_ablation]["short"],
+                "ppl",
+                "lower",
+                params={"layers": s.ablation},
+                baseline=gla_label,
+                baseline_values=q[gla_label]["short"],
+                target=1.0,
+            )
+        )
+
+    # --- a concurrent long-context load ------------------------------------------------------------
+    prompts = [
+        w.tolist() for w in quality.windows(s.texts[long_text], s.load_prompts, s.load_prompt_len, seed=3)
+    ]
+    load_cfg = EngineConfig(
+        cache=CacheConfig(kv_cache_bytes=int(kv_bytes), side_cache_bytes=1 << 30),
+        scheduler=SchedulerConfig(max_batch_size=8, max_tokens_per_step=256),
+        max_context=s.load_prompt_len + s.load_max_tokens + 16,
+    )
+    loads = {}
+    for label, n in (("original", 0), (chosen_label, chosen), ("DSLA-Serve auto", None)):
+        ctx.progress(f"concurrent load {label}")
+        speed.set_level(model, s.order, n or 0, s.kind)
+        eng = LLMEngine(model, s.tokenizer, load_cfg, name="dsla-load")
+        serve = (
+            DSLAServe(eng, s.order[: s.available], s.kind, policy=speed.bench_policy()) if n is None else None
+        )
+        loads[label] = speed.concurrent_load(eng, prompts, s.load_max_tokens, serve=serve)
+        if serve is not None:
+            s.notes.append(
+                f"DSLA-Serve auto ended at {serve.level} layers; folded {serve.folds.folded} "
+                f"sequence-layers in flight ({serve.folds.failed} kept softmax), "
+                f"{serve.folds.seconds * 1e3:.0f} ms folding"
+            )
+    speed.set_level(model, s.order, 0, s.kind)
+    for label, res in loads.items():
+        rows.append(
+            row(
+                f"concurrent load tokens/s {label}",
+                res["tokens_per_s"],
+                "tokens/s",
+                "higher",
+                params={
+                    "prompts": s.load_prompts,
+                    "prompt_len": s.load_prompt_len,
+                    "max_tokens": s.load_max_tokens,
+                    "ttft_mean_s": round(res["ttft_mean_s"], 2),
+                },
+                baseline=None if label == "original" else "original",
+                baseline_values=None if label == "original" else loads["original"]["tokens_per_s"],
+            )
+        )
+    s.notes.append(f"benchmark took {(time.perf_counter() - t_start) / 60:.1f} min")
+
+    def plot(path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+        for (label, b), pts in sorted(curves.items()):
+            pts = sorted(pts)
+            a1.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker="o",
+                ls="-" if b == 1 else "--",
+                label=f"{label} b{b}",
+            )
+        a1.set(
+            xscale="log",
+            yscale="log",
+            xlabel="context (tokens)",
+            ylabel="decode tokens/s",
+            title="decode throughput against context",
+        )
+        a1.legend(fontsize=7)
+        xs = [levels[k] for k in levels]
+        a2.plot(
+            xs, [np.median(q[k]["short"]) for k in levels], marker="o", label=f"ppl held-out {s.ppl_short}"
+        )
+        a2.plot(
+            xs, [np.median(q[k]["long"]) for k in levels], marker="s", label=f"ppl {long_text} {s.ppl_long}"
+        )
+        if s.ablation:
+            a2.plot(
+                [s.ablation],
+                [np.median(q[gla_label]["short"])],
+                marker="x",
+                ls="",
+                ms=10,
+                label=f"single state, ppl {s.ppl_short}",
+            )
+        a2.set(
+            yscale="log",
+            xlabel="converted layers",
+            ylabel="perplexity",
+            title="quality against converted layers",
+        )
+        a2.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+    return BenchReport(rows, plot=plot, notes=s.notes)

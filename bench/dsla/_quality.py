@@ -1,0 +1,138 @@
+"""Quality of a conversion level: perplexity, top-1 agreement with the teacher, multiple-choice cloze accuracy.
+
+Windows are scored with the model's dense forward (the active kinds), the output projection
+applied in slices so an 8K window never holds (8K x vocab) logits at once. Cloze items come
+from held-out text: a sentence with one word blanked, the word and three distractors of
+similar length from the same text; the choice is the option whose continuation (the word
+and the rest of the sentence) has the highest log-likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tether.cloud.lm import Tokenizer, Transformer
+from tether.cloud.lm.attention import rope_tables
+
+__all__ = ["ClozeItem", "cloze_accuracy", "cloze_items", "score_windows", "windows"]
+
+
+def windows(tokens: np.ndarray, n: int, T: int, seed: int) -> torch.Tensor:
+    """n windows of T tokens at spread-out, seeded offsets: (n, T) int64."""
+    if len(tokens) < T + 1:
+        raise ValueError(f"a held-out text of {len(tokens)} tokens is too short for windows of {T}")
+    rng = np.random.default_rng(seed)
+    span = (len(tokens) - T) // n
+    starts = [i * span + int(rng.integers(0, max(span - T, 1))) if span > T else i * span for i in range(n)]
+    return torch.from_numpy(np.stack([tokens[s : s + T] for s in starts]).astype(np.int64))
+
+
+@torch.no_grad()
+def _final_hidden(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:
+    T = tokens.shape[1]
+    cos, sin = rope_tables(torch.arange(T), model.inv_freq)
+    x = model.tok_emb(tokens)
+    for block in model.layers:
+        x = block(x, cos, sin)
+    return model.norm(x)  # (B, T, n_embd)
+
+
+@torch.no_grad()
+def score_windows(
+    model: Transformer,
+    wins: torch.Tensor,
+    teacher_top1: list[torch.Tensor] | None = None,
+    slice_len: int = 1024,
+) -> tuple[list[float], list[torch.Tensor], list[float]]:
+    """Per window: perplexity of next-token prediction, the top-1 predictions, and (with the
+    teacher's) the fraction of positions where they agree."""
+    ppls, tops, agree = [], [], []
+    for i, w in enumerate(wins):
+        h = _final_hidden(model, w[None])[0]  # (T, E)
+        nll, top = [], []
+        for s in range(0, h.shape[0] - 1, slice_len):
+            logits = F.linear(h[s : min(s + slice_len, h.shape[0] - 1)], model.output_weight)
+            target = w[s + 1 : s + 1 + logits.shape[0]]
+            nll.append(F.cross_entropy(logits, target, reduction="sum"))
+            top.append(logits.argmax(-1))
+        ppls.append(math.exp(float(sum(nll)) / (h.shape[0] - 1)))
+        tops.append(torch.cat(top))
+        if teacher_top1 is not None:
+            agree.append(float((tops[-1] == teacher_top1[i]).float().mean()))
+    return ppls, tops, agree
+
+
+@dataclass(frozen=True)
+class ClozeItem:
+    context: list[int]  # tokens before the blank
+    options: list[list[int]]  # each: the candidate word and the rest of the sentence
+    answer: int
+
+
+_WORD = re.compile(r"[A-Za-z]{4,}")
+
+
+def cloze_items(
+    text: str, tokenizer: Tokenizer, n: int, seed: int, context_chars: int = 300
+) -> list[ClozeItem]:
+    """n items from `text`: sentences of 8-40 words, a word (4+ letters) of the second half blanked."""
+    rng = np.random.default_rng(seed)
+    vocab = sorted(set(_WORD.findall(text)))
+    by_len: dict[int, list[str]] = {}
+    for w in vocab:
+        by_len.setdefault(len(w), []).append(w)
+    sentences = [m for m in re.finditer(r"[^.!?\n]+[.!?]", text) if 8 <= len(m.group().split()) <= 40]
+    items: list[ClozeItem] = []
+    for idx in rng.permutation(len(sentences)):
+        if len(items) >= n:
+            break
+        m = sentences[int(idx)]
+        sent = m.group()
+        words = list(_WORD.finditer(sent))
+        late = [w for w in words if w.start() >= len(sent) // 2]
+        if not late:
+            continue
+        word = late[int(rng.integers(len(late)))]
+        pool = [
+            w
+            for k in (len(word.group()) - 1, len(word.group()), len(word.group()) + 1)
+            for w in by_len.get(k, [])
+            if w.lower() != word.group().lower()
+        ]
+        if len(pool) < 3:
+            continue
+        distractors = [pool[int(i)] for i in rng.choice(len(pool), 3, replace=False)]
+        start = m.start() + word.start()
+        before = text[max(0, start - context_chars) : start].rstrip(" ")
+        after = sent[word.end() :]
+        answer = int(rng.integers(4))
+        cands = distractors[:answer] + [word.group()] + distractors[answer:]
+        context = tokenizer.encode(before, add_bos=False)
+        options = [tokenizer.encode(before + " " + c + after, add_bos=False)[len(context) :] for c in cands]
+        if any(len(o) == 0 for o in options):
+            continue
+        items.append(ClozeItem(context, options, answer))
+    return items
+
+
+@torch.no_grad()
+def cloze_accuracy(model: Transformer, items: list[ClozeItem]) -> float:
+    """Fraction of items whose true option has the highest log-likelihood."""
+    right = 0
+    for item in items:
+        seqs = [item.context + o for o in item.options]
+        T = max(len(s) for s in seqs)
+        batch = torch.tensor([s + [0] * (T - len(s)) for s in seqs])
+        logp = F.log_softmax(model(batch)[:, :-1], -1)  # (4, T - 1, V)
+        scores = []
+        for i, o in enumerate(item.options):
+            pos = torch.arange(len(item.context) - 1, len(item.context) - 1 + len(o))
+            scores.append(float(logp[i, pos, torch.tensor(o)].sum()))
+        right += int(int(np.argmax(scores)) == item.answer)
+    return right / max(len(items), 1)
