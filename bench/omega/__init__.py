@@ -31,6 +31,7 @@ __all__ = ["run"]
 BUDGETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
 CURVE_ROW_BUDGETS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
 WORKERS = (1, 2, 4)
+QUICK_WORKERS = (1, 2)  # each start imports torch in every process: --quick keeps to two starts
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,11 @@ class Sizes:
     reps: int  # latency repeats
     models: tuple[str, ...] = ("gcn2", "gcn3", "sage2", "sage3", "gat2", "gat3")
     parallel_model: str = "sage3"
+    workers: tuple[int, ...] = WORKERS
 
 
 FULL = Sizes(graph="bench", groups=3, per_group=3, calibration=3, reps=3)
-QUICK = Sizes(graph="quick", groups=3, per_group=1, calibration=1, reps=3)
+QUICK = Sizes(graph="quick", groups=3, per_group=1, calibration=1, reps=3, workers=QUICK_WORKERS)
 
 
 @dataclass
@@ -260,14 +262,14 @@ def _scaling(ctx, bundle, sizes: Sizes, evals, budget: float, rows: list[Row]) -
     model = sizes.parallel_model
     methods = {"exact": Exact(), "omega": Selective(budget)}
     lat: dict[int, dict[str, list[list[float]]]] = {}
-    for w in WORKERS:
+    for w in sizes.workers:
         ctx.progress(f"graph-parallel {model}: {w} worker process(es)")
         with ParallelServer(bundle.root, model, w, threads=1) as ps:
             lat[w] = _time_methods(ps, evals, methods, sizes.reps)
     scaling = {}
     for k in methods:
         base = [statistics.median(r) for r in lat[1][k]]
-        for w in WORKERS:
+        for w in sizes.workers:
             vals = [statistics.median(r) for r in lat[w][k]]
             scaling[k, w] = statistics.median(vals)
             rows.append(
@@ -303,7 +305,9 @@ def _notes(bundle, split, sizes: Sizes, summary: dict, threads: int) -> list[str
     for name, s in summary.items():
         notes.append(
             f"{name}: budget {s['budget']:g}; "
-            + ", ".join(f"{k} {a:.2f}% / {ms:.1f} ms" for k, (a, ms) in s.items() if k != "budget")
+            + ", ".join(
+                f"{k} {s[k][0]:.2f}% / {s[k][1]:.1f} ms" for k in ("exact", "sampled", "precomputed", "omega")
+            )
         )
     return notes
 
@@ -339,9 +343,10 @@ def _plot(path: Path, curves: dict, summary: dict, scaling: dict) -> None:
     ax.set_title("latency per method")
     ax.legend()
     ax = axes[2]
+    workers = sorted({w for _, w in scaling})
     for k in ("exact", "omega"):
-        ax.plot(WORKERS, [scaling[k, w] for w in WORKERS], "o-", label=k)
-    ax.set_xticks(WORKERS)
+        ax.plot(workers, [scaling[k, w] for w in workers], "o-", label=k)
+    ax.set_xticks(workers)
     ax.set_xlabel("graph-parallel worker processes (2 cores)")
     ax.set_ylabel("latency p50 (ms)")
     ax.set_title("computation-graph parallelism")

@@ -138,10 +138,12 @@ class ServingSplit:
 
 
 def _propensities(rng: np.random.Generator, spec: GraphSpec) -> np.ndarray:
-    # Pareto with tail exponent gamma: theta = (1-u)^(-1/(gamma-1)), min 1, capped.
+    # Pareto with tail exponent gamma: theta = (1-u)^(-1/(gamma-1)) >= 1. A node's expected degree is
+    # theta / mean(theta) * avg_degree; the cap keeps it under max_degree_share * num_nodes.
     u = rng.random(spec.num_nodes)
     theta = (1.0 - u) ** (-1.0 / (spec.degree_exponent - 1.0))
-    return np.minimum(theta, max(2.0, spec.max_degree_share * spec.num_nodes / spec.avg_degree * 2.0))
+    cap = spec.max_degree_share * spec.num_nodes * theta.mean() / spec.avg_degree
+    return np.minimum(theta, max(1.0, cap))
 
 
 def _draw_in_ranges(rng: np.random.Generator, cum: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
