@@ -218,6 +218,20 @@ def _default_stack() -> tuple[Path, dict[str, str]]:
     return root / "launch" / "demo.launch.yaml", {}
 
 
+def _up_views(node) -> list:
+    """Panels plugged into `tether up` (entry points `tether.up_views`: factory(node) -> an object with
+    `render()` -> a rich renderable or None, and `finish()` -> the text to print at the end or None)."""
+    from importlib import metadata
+
+    views = []
+    for ep in sorted(metadata.entry_points(group="tether.up_views"), key=lambda e: e.name):
+        try:
+            views.append(ep.load()(node))
+        except Exception as exc:  # a broken plug-in must not stop the stack
+            err.print(f"view {ep.name!r} unavailable ({type(exc).__name__}: {exc})")
+    return views
+
+
 @app.command("up")
 def up(
     duration: float = typer.Option(120.0, "--duration", help="Seconds to run (0 = until Ctrl-C)."),
@@ -250,20 +264,27 @@ def up(
     console.print(f"tether up: {path} for {'ever (Ctrl-C stops)' if not duration else f'{duration:g} s'}")
     with _bus_router(True, err), cli_node() as node:
         board = TelemetryBoard(node)
+        views = _up_views(node)
         lines: list[str] = []
         service = LaunchService(description, hooks=hooks, duration=duration or None, output=lines.append)
         done = threading.Event()
+
+        def screen():
+            from rich.console import Group
+
+            panels = [v.render() for v in views]
+            return Group(render_top(board), *[p for p in panels if p is not None])
 
         def watch() -> None:
             if not view:
                 done.wait()
                 return
-            with Live(render_top(board), console=console, refresh_per_second=1, transient=False) as live:
+            with Live(screen(), console=console, refresh_per_second=1, transient=False) as live:
                 while not done.wait(1.0):
                     for line in lines[-5:]:
                         live.console.print(line, highlight=False, markup=False)
                     lines.clear()
-                    live.update(render_top(board))
+                    live.update(screen())
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
@@ -273,6 +294,7 @@ def up(
             done.set()
             watcher.join(timeout=3)
         final = board.snapshot(max_age=10.0)
+        endings = [text for text in (v.finish() for v in views) if text]
     console.print(f"\n[bold]report[/]: {summary.reason.value} after {summary.wall_s:.1f} s")
     for row in summary.rows():
         console.print("  " + "  ".join(row), highlight=False)
@@ -283,5 +305,7 @@ def up(
             if k.startswith("rate.") and "telemetry" not in k
         )
         console.print(f"  {fqn}: cpu {m.get('cpu.percent', 0):.0f}%  {rates}", highlight=False)
+    for text in endings:
+        console.print(text, highlight=False, markup=False)
     if not summary.ok:
         raise typer.Exit(1)

@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-__all__ = ["StatusWatcher", "format_report", "render_status"]
+__all__ = ["StatusWatcher", "UpView", "format_report", "render_status"]
 
 
 def _fmt(v: Any) -> str:
@@ -129,3 +129,27 @@ class StatusWatcher:
             self.seen = time.monotonic()
         except ValueError:
             pass
+
+
+class UpView:
+    """ConfigBot's panel in `tether up` (entry point `tether.up_views`): its live status while the stack runs,
+    its report and PNG timeline at the end (written by the ConfigBot node as it stops)."""
+
+    def __init__(self, node) -> None:
+        self.watcher = StatusWatcher(node)
+
+    def render(self):
+        return render_status(self.watcher.latest) if self.watcher.latest else None
+
+    def finish(self, wait_s: float = 10.0) -> str | None:
+        from pathlib import Path
+
+        if not self.watcher.latest:
+            return None
+        report = Path(self.watcher.latest["run_dir"]) / "report.json"
+        end = time.monotonic() + wait_s
+        while not report.is_file() and time.monotonic() < end:
+            time.sleep(0.2)
+        if not report.is_file():
+            return f"ConfigBot wrote no report (see {report.parent})"
+        return format_report(json.loads(report.read_text()))
