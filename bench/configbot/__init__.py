@@ -5,6 +5,8 @@ configuration on each scenario of the simulated robot, in one run; recovery with
     tether bench configbot --quick      < 60 s, two worker nodes under an emulated power mode (quick.py)
     tether bench configbot --reference  once: the 60-trial reference search per scenario (reference.py),
                                         stored in bench/configbot/reference.json; its table goes to <out>/reference/
+    tether bench configbot --lm         beyond the robot: the LM server's max_batch_size against TTFT p99 (lm.py);
+                                        its table goes to <out>/lm/ (--lm_rate=1.5 req/s, --lm_ttft_ms=3000)
 Options: --scenarios=a,b  --base_s=100 (static policies' runs)  --tune_s=150 (ConfigBot's, with changes)
 """
 
@@ -30,6 +32,13 @@ def run(ctx: BenchContext) -> BenchReport:
         report = run_reference(ctx, SPEC, scen)
         ctx.out_dir = ctx.out_dir / "reference"  # keep the main results file where it is
         return report
+    if ctx.options.get("lm"):
+        from tether.bench.configbot.lm import run_lm
+
+        rows, doc, notes = run_lm(ctx)
+        (ctx.out_dir / "configbot_lm" / "summary.json").write_text(json.dumps(doc, indent=2, default=str))
+        ctx.out_dir = ctx.out_dir / "lm"
+        return BenchReport(rows=rows, notes=notes)
     if ctx.quick:
         from tether.bench.configbot.quick import run_quick
 

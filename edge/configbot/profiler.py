@@ -3,7 +3,8 @@
 As ConfigBot's helper (arXiv 2501.10513), it subscribes to the topics and takes a topic's rate
 as 1 / mean inter-arrival time (messages stay undecoded: `raw=True`); a topic that stalls reads
 as slowing, since the open gap to the window's end counts when it is longer than the mean.
-Latency comes from `header.stamp` where a topic carries one (read from the CDR bytes). Node
+Latency comes from `header.stamp` where a topic carries one (read from the CDR bytes), against
+wall time, or against the simulator's `/clock` for stamps in simulated time (10 ms resolution). Node
 metrics are the nodes' own 1 Hz telemetry. CPU per node comes from cgroup accounting when the
 node has a group, else from psutil over the process and its children. The background load is
 demand, not use: the host's runnable tasks (`procs_running`) minus the specification's nodes'
@@ -164,7 +165,11 @@ class Profiler:
                 sent = _stamp_ns(payload)
                 if sent:
                     ms = (time.time_ns() - sent) / 1e6
-                    if abs(ms) < 60_000:  # a stamp in simulated time is not comparable with wall time
+                    if abs(ms) >= 60_000 and self.sim_clock is not None:
+                        ms = (
+                            self.sim_clock * 1e9 - sent
+                        ) / 1e6  # stamped in simulated time: compare with /clock
+                    if abs(ms) < 60_000:
                         with self._lock:
                             tlog.latency.append((now, ms))
             if want_scan and now - last_scan[0] >= 1.0:  # decode one scan a second, not forty

@@ -173,12 +173,17 @@ class Timeline:
                 a.axvspan(s, e, color="0.9", zorder=0)
             for ev in self.events:
                 if ev["kind"] in ("context", "rollback", "crash", "library_hit"):
-                    a.axvline(
-                        ev["t"],
-                        color={"context": "C4", "rollback": "C3", "crash": "C3"}.get(ev["kind"], "C1"),
-                        lw=0.8,
-                        ls=":",
-                    )
+                    color = {"context": "C4", "rollback": "C3", "crash": "C3"}.get(ev["kind"], "C1")
+                    a.axvline(ev["t"], color=color, lw=0.8, ls=":")
+                    if ev["kind"] == "context" and a is axes[0]:  # the change as ConfigBot saw it
+                        a.annotate(
+                            ev.get("context", ""),
+                            (ev["t"], 0.02),
+                            xycoords=("data", "axes fraction"),
+                            fontsize=7,
+                            rotation=90,
+                            color="C4",
+                        )
             for ts, label in scenario_events or []:
                 a.axvline(ts, color="C5", lw=1.2)
                 if a is axes[0]:
