@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from tether.edge.configbot.actuators import ActuationError, ActuatorContext, Applier, build_actuators
 from tether.edge.configbot.context import Context, ContextTracker
 from tether.edge.configbot.evaluate import Evaluation, evaluate
@@ -31,6 +29,7 @@ from tether.edge.configbot.library import ContextLibrary
 from tether.edge.configbot.profiler import Profiler
 from tether.edge.configbot.spec import Spec
 from tether.edge.configbot.timeline import Timeline, Window
+from tether.edge.configbot.tuner import warm_up_sampler
 
 __all__ = ["BotOptions", "ConfigBot", "Mode", "SpecRuntimeError", "State"]
 
@@ -340,60 +339,22 @@ class ConfigBot:
             self.applier.current.update(vals)
         self.timeline.event(self.now(), "rollback", why=why, config=dict(self.applier.current))
 
-    # -- start-up -------------------------------------------------------------------------------------------
-    def _find_pid(self, fqn: str) -> int | None:
-        """A node without tether telemetry (a plain rclpy node): its process by `__node:=` in the command line."""
-        ns, _, name = fqn.rpartition("/")
-        for p in psutil.process_iter(["cmdline"]):
-            cmd = p.info.get("cmdline") or []
-            if f"__node:={name}" in cmd and (not ns or f"__ns:={ns}" in cmd or ns == ""):
-                return p.pid
-        return None
-
-    def wait_for_nodes(self) -> None:
-        deadline = time.monotonic() + self.opt.wait_nodes_s
-        topic_deadline = time.monotonic() + self.opt.topic_grace_s
-        while not self.stopping:
-            self.tick()
-            missing = [f for f, i in self.profiler.nodes.items() if i.pid is None]
-            if missing and time.monotonic() > self.t0 + 5:
-                for fqn in missing:
-                    pid = self._find_pid(fqn)
-                    if pid is not None:
-                        self.profiler.set_pid(fqn, pid)
-                missing = [f for f, i in self.profiler.nodes.items() if i.pid is None]
-            topics = self.profiler.subscribe_known_topics()
-            if not missing and (not topics or time.monotonic() > topic_deadline):
-                break
-            if time.monotonic() > deadline:
-                seen = ", ".join(self.profiler.seen_nodes()) or "none"
-                raise SpecRuntimeError(
-                    f"node(s) {', '.join(missing)} named by the specification are not on the bus after "
-                    f"{self.opt.wait_nodes_s:g} s (nodes seen: {seen}); fix the names or start the nodes"
-                )
-        topics = self.profiler.subscribe_known_topics()
-        if topics:
-            known = ", ".join(t for t, _ in self.node.get_topic_names_and_types()) or "none"
-            raise SpecRuntimeError(
-                f"topic(s) {', '.join(topics)} named by the specification have no publisher on the bus after "
-                f"{self.opt.topic_grace_s:g} s (topics: {known}); fix the names"
-            )
-
     # -- the run ----------------------------------------------------------------------------------------------
     _deadline: float | None = None
 
     def run(self, duration: float | None = None) -> dict[str, Any]:
         """Run until stop() or `duration` s; returns the report (also written to the run folder)."""
+        from tether.edge.configbot.discovery import wait_for_nodes
         from tether.edge.configbot.tuning import handle_context, tune
 
         self._deadline = None if duration is None else self.t0 + duration
         self._ticker_thread.start()
         if self.opt.mode is Mode.TUNE:
-            threading.Thread(target=_warm_up_sampler, args=(self.opt.sampler,), daemon=True).start()
+            threading.Thread(target=warm_up_sampler, args=(self.opt.sampler,), daemon=True).start()
         try:
             for m in self.applier.start():
                 self.note(m)
-            self.wait_for_nodes()
+            wait_for_nodes(self)
             self.applier.remember_initial()
             if self.stopping:
                 return self.finish()
@@ -483,14 +444,3 @@ class ConfigBot:
             "timeline_png": str(self.run_dir / "timeline.png"),
             "optuna_storage": self.storage,
         }
-
-
-def _warm_up_sampler(sampler: str) -> None:
-    """Import the GP's torch and scipy ahead of the first GP trial (seconds on a busy robot), off the loop."""
-    from tether.edge.configbot.tuner import gp_available
-
-    if sampler == "gp" and gp_available():
-        try:
-            import optuna._gp.gp  # noqa: F401
-        except Exception:  # the tuner reports a missing GP itself
-            pass

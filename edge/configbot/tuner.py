@@ -26,7 +26,15 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from tether.edge.configbot.evaluate import Evaluation
 from tether.edge.configbot.spec import Knob, Spec
 
-__all__ = ["BestConfig", "Tuner", "distribution", "gp_available", "probe_config", "storage_url"]
+__all__ = [
+    "BestConfig",
+    "Tuner",
+    "distribution",
+    "gp_available",
+    "probe_config",
+    "storage_url",
+    "warm_up_sampler",
+]
 
 log = logging.getLogger("tether.configbot.tuner")
 
@@ -187,3 +195,12 @@ class Tuner:
             return True
         scale = max(abs(b), 1e-9)
         return (a - b) / scale > margin if self.direction == "maximize" else (b - a) / scale > margin
+
+
+def warm_up_sampler(sampler: str) -> None:
+    """Import the GP's torch and scipy ahead of the first GP trial (seconds on a busy robot), off the loop."""
+    if sampler == "gp" and gp_available():
+        try:
+            import optuna._gp.gp  # noqa: F401
+        except Exception:  # the tuner reports a missing GP itself
+            pass
