@@ -113,7 +113,7 @@ def run_policy(
     """Run the stack with ConfigBot in the policy's mode for `duration_s` simulated seconds."""
     from tether.edge.robot.stack import run_stack
 
-    run_dir = out / f"{scenario}-{policy.name.replace('+', '-')}"
+    run_dir = out / f"{Path(scenario).stem}-{policy.name.replace('+', '-')}"  # a name or a scenario file
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file = run_dir / "static_config.json"
     config_file.write_text(json.dumps(policy.config))
