@@ -66,7 +66,9 @@ class BotOptions:
     store_dir: Path | None = None  # studies.db (Optuna) and library.db
     wait_nodes_s: float = 60.0
     topic_grace_s: float = 30.0
-    retune_backoff_s: float = 20.0  # after an infeasible tuning, before the next one in that context
+    retune_backoff_s: float = (
+        20.0  # after a tuning, before the next in that context; doubles per infeasible one
+    )
     nvpmodel: str | None = None
     cgroup_root: Path | None = None
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
@@ -136,6 +138,7 @@ class ConfigBot:
         self.error: str | None = None
         self.tunings = 0
         self._tuned_at: dict[str, float] = {}  # fingerprint -> end of its last tuning (backoff)
+        self._backoff: dict[str, float] = {}  # fingerprint -> seconds before it may be retuned
 
     # -- time and status ----------------------------------------------------------------------------
     def now(self) -> float:
@@ -400,7 +403,8 @@ class ConfigBot:
             recent = self.timeline.windows[-int(mon.window_s) :]
             bad = sum(not w.core_ok for w in recent) / max(len(recent), 1)
             fp = tick.context.fingerprint if tick.context else ""
-            waited = time.monotonic() - self._tuned_at.get(fp, -math.inf) > self.opt.retune_backoff_s
+            backoff = self._backoff.get(fp, self.opt.retune_backoff_s)
+            waited = time.monotonic() - self._tuned_at.get(fp, -math.inf) > backoff
             if len(recent) >= int(mon.window_s) and bad > mon.max_violation_fraction and waited:
                 self.timeline.event(self.now(), "violation", fraction=round(bad, 3), context=fp)
                 tune(self, "violation")

@@ -121,6 +121,7 @@ class Tuner:
             s = optuna.samplers.RandomSampler(seed=seed)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         direction = spec.objective.direction if spec.objective is not None else "maximize"
+        self.storage = storage
         self.study = optuna.create_study(
             storage=storage, study_name=study_name, sampler=s, direction=direction, load_if_exists=True
         )
@@ -173,9 +174,40 @@ class Tuner:
         self.study.tell(trial, value)
         return TrialState.COMPLETE
 
+    def add_prior(self, study_name: str) -> int:
+        """Copy the completed trials of an earlier study (same storage and knobs) in as the sampler's prior: the
+        warm start when a context returns whose stored configuration no longer holds. They are never the
+        'best' (measured in another moment); returns how many were copied."""
+        try:
+            old = optuna.load_study(study_name=study_name, storage=self.storage)
+        except KeyError:
+            return 0
+        n = 0
+        for t in old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if set(t.params) != set(self.keys) or t.value is None:
+                continue
+            try:
+                prior = optuna.trial.create_trial(
+                    params=dict(t.params),
+                    distributions=self.dists,
+                    value=t.value,
+                    user_attrs={**t.user_attrs, "prior": study_name},
+                    system_attrs=dict(t.system_attrs),  # the constraints travel here
+                )
+                self.study.add_trial(prior)
+                n += 1
+            except ValueError:  # a value outside today's bounds
+                continue
+        return n
+
     # -- results -------------------------------------------------------------------------------------
     def completed(self) -> list[FrozenTrial]:
-        return [t for t in self.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        """This tuning's completed trials (not the prior copied in)."""
+        return [
+            t
+            for t in self.study.get_trials(deepcopy=False)
+            if t.state == TrialState.COMPLETE and "prior" not in t.user_attrs
+        ]
 
     def best(self, feasible_only: bool = True) -> BestConfig | None:
         """The best completed trial (feasible ones first; with none, the least violating when allowed)."""

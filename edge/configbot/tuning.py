@@ -91,7 +91,7 @@ def _wait_for_nodes_back(bot: ConfigBot, limit_s: float) -> None:
             return
 
 
-def tune(bot: ConfigBot, reason: str, warm: dict[str, Any] | None = None) -> None:
+def tune(bot: ConfigBot, reason: str, warm: dict[str, Any] | None = None, prior: str | None = None) -> None:
     """Tune in the current context (see the module docstring); leaves the chosen configuration applied."""
     from tether.edge.configbot.bot import State
 
@@ -107,7 +107,10 @@ def tune(bot: ConfigBot, reason: str, warm: dict[str, Any] | None = None) -> Non
     started = time.monotonic()
     name = f"{spec.name}|{fp}|{bot.opt.run_id}|{bot.tunings}"
     tuner = Tuner(spec, keys, storage=bot.storage, study_name=name, sampler=bot.opt.sampler)  # type: ignore[arg-type]
-    bot.timeline.event(bot.now(), "tuning", reason=reason, context=fp, study=name, sampler=tuner.sampler_name)
+    copied = tuner.add_prior(prior) if prior else 0
+    bot.timeline.event(
+        bot.now(), "tuning", reason=reason, context=fp, study=name, sampler=tuner.sampler_name, prior=copied
+    )
     tuner.enqueue(probe_config(spec, keys), "probe: most likely feasible")
     for config, why in ((warm, "library"), (bot.applier.initial, "defaults")):
         if config:
@@ -155,6 +158,9 @@ def tune(bot: ConfigBot, reason: str, warm: dict[str, Any] | None = None) -> Non
     seconds = round(time.monotonic() - started, 1)
     best = tuner.best()
     bot._tuned_at[fp] = time.monotonic()
+    # An infeasible context is retried ever less often (up to 10 min), a feasible one at the base backoff.
+    base = bot.opt.retune_backoff_s
+    bot._backoff[fp] = base if best is not None else min(600.0, 2 * bot._backoff.get(fp, base / 2))
     if best is not None:
         bot.apply(best.config, "best")
         bot.last_good = bot.safe(best.config)
@@ -245,4 +251,4 @@ def handle_context(bot: ConfigBot, ctx: Context, reason: str) -> None:
         handle_context(bot, bot.tracker.current, reason)
         return
     bot.library.invalidate(ctx.fingerprint)  # type: ignore[union-attr]
-    tune(bot, f"{reason}: library configuration failed ({outcome})", warm=entry.config)
+    tune(bot, f"{reason}: library configuration failed ({outcome})", warm=entry.config, prior=entry.study)
