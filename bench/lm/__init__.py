@@ -63,8 +63,8 @@ def run(ctx: BenchContext) -> BenchReport:
     opt = ctx.options
     threads = int(opt.get("threads", 2))
     max_batch = int(opt.get("max_batch_size", 8))
-    n_req = int(opt.get("requests", 8 if ctx.quick else 24))
-    n_out = int(opt.get("output_tokens", 8 if ctx.quick else 64))
+    n_req = int(opt.get("requests", 8 if ctx.quick else 16))
+    n_out = int(opt.get("output_tokens", 8 if ctx.quick else 48))
     rate = float(opt.get("rate", 8.0 if ctx.quick else 4.0))
     repeats = 3
     load_before = os.getloadavg()
