@@ -95,9 +95,20 @@ def bench_cmd(
     console.print(f"wrote {path}")
 
 
-def _mount_plugins() -> None:
-    """Mount each system's typer app from the `tether.cli` entry points; a broken one is reported, not fatal."""
-    for name, ep in sorted(_entry_points("tether.cli").items()):
+def _mount_plugins(argv: list[str]) -> None:
+    """Mount systems' typer apps from the `tether.cli` entry points; a broken one is reported, not fatal.
+
+    Only the system the command line names is imported (a system's CLI may import torch or Ray,
+    which `tether topic echo` should not wait for); all of them for help and unknown commands.
+    """
+    eps = _entry_points("tether.cli")
+    first = next((a for a in argv if not a.startswith("-")), None)
+    builtin = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    if first in eps:
+        eps = {first: eps[first]}
+    elif first in builtin:
+        return
+    for name, ep in sorted(eps.items()):
         try:
             sub = ep.load()
         except Exception as exc:  # a plug-in that fails to import must not take the whole command down
@@ -114,5 +125,5 @@ def main(argv: Optional[list[str]] = None) -> None:  # noqa: UP045 - typer needs
 
     _cli_launch.register(app)
 
-    _mount_plugins()
+    _mount_plugins(sys.argv[1:] if argv is None else argv)
     app(args=argv)

@@ -12,7 +12,7 @@ from tests_helpers import free_port
 TETHER = [sys.executable, "-m", "tether"]
 
 
-def run(bus, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+def run(bus, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     return subprocess.run([*TETHER, *args], env=bus.env, capture_output=True, text=True, timeout=timeout)
 
 
