@@ -358,6 +358,9 @@ class ConfigBot:
             for m in self.applier.start():
                 self.note(m)
             wait_for_nodes(self)
+            problems = self.applier.validate()
+            if problems:
+                raise SpecRuntimeError("; ".join(problems))
             self.applier.remember_initial()
             if self.stopping:
                 return self.finish()

@@ -91,6 +91,10 @@ class Applier:
                 self.log.warning("cannot read %s: %s", type(a).__name__, exc)
         return out
 
+    def validate(self) -> list[str]:
+        """Every live actuator's problems with its knobs, once the nodes are up."""
+        return [p for a in self.live for p in a.validate()]
+
     def remember_initial(self) -> dict[str, Any]:
         """Read the values found before any change: what close() and a rollback with no good config restore."""
         self.initial = self.read()

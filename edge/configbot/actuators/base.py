@@ -1,8 +1,8 @@
 """The actuator interface: one kind of knob (CPU quota, rate cap, parameter, affinity, power mode) turned one way.
 
 ConfigBot's loop owns every actuator and calls them from its one thread, in this order:
-`start()` once (may report the actuator unavailable, with the reason), `read()` before the first
-change (the values to restore at the end and to roll back to), `apply(values)` per configuration
+`start()` once (may report the actuator unavailable, with the reason), `validate()` once the nodes
+are up (the knobs against what the nodes declare), `read()` before the first change (the values to restore at the end and to roll back to), `apply(values)` per configuration
 (all of its knobs, or raise ActuationError having changed nothing it could not undo),
 `node_restarted(fqn, pid)` when a node's process is replaced (put it back in its group, re-apply
 its values), and `close()` at the end (restore what was there before, remove what it created).
@@ -61,6 +61,11 @@ class Actuator(ABC):
     @abstractmethod
     def apply(self, values: Mapping[str, Any]) -> None:
         """Set the given knobs (keys of `self.knobs`); ActuationError when one cannot be set."""
+
+    def validate(self) -> list[str]:
+        """Once the nodes are up: problems with the knobs as the nodes declare them (e.g. bounds outside a
+        parameter's range); each is a sentence naming the knob and the fix."""
+        return []
 
     def node_restarted(self, fqn: str, pid: int, values: Mapping[str, Any]) -> None:  # noqa: B027
         """A node's process was replaced: re-establish `values` (this actuator's knobs) for it."""

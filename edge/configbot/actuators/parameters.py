@@ -20,6 +20,7 @@ _SERVICES = {
     "get": ("rcl_interfaces/srv/GetParameters", "get_parameters"),
     "set": ("rcl_interfaces/srv/SetParametersAtomically", "set_parameters_atomically"),
     "list": ("rcl_interfaces/srv/ListParameters", "list_parameters"),
+    "describe": ("rcl_interfaces/srv/DescribeParameters", "describe_parameters"),
 }
 
 
@@ -82,6 +83,33 @@ class ParameterActuator(Actuator):
             name = found[0]
         self._names[key] = name
         return name
+
+    def validate(self) -> list[str]:
+        """Each knob's bounds within the range its node declares for the parameter (describe_parameters)."""
+        problems = []
+        for key, knob in self.knobs.items():
+            try:
+                name = self.param_name(key)
+                resp = self._call(self.node_of(key), "describe", lambda r, n=name: _set(r, names=[n]))
+            except ActuationError as exc:
+                problems.append(f"knob {key}: {exc}")
+                continue
+            if not resp.descriptors:
+                continue
+            d = resp.descriptors[0]
+            ranges = list(d.integer_range) + list(d.floating_point_range)
+            if d.read_only:
+                problems.append(
+                    f"knob {key}: parameter {name} of {self.node_of(key)} is read-only; drop the knob"
+                )
+            if ranges and knob.min is not None and knob.max is not None:
+                lo, hi = ranges[0].from_value, ranges[0].to_value
+                if knob.min < lo or knob.max > hi:
+                    problems.append(
+                        f"knob {key} spans [{knob.min:g}, {knob.max:g}] but {self.node_of(key)} accepts {name} in "
+                        f"[{lo:g}, {hi:g}]; narrow the knob's bounds"
+                    )
+        return problems
 
     def read(self) -> dict[str, Any]:
         from tether.bus.parameters import from_parameter_value

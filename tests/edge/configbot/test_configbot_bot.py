@@ -206,3 +206,17 @@ def test_under_contention_configbot_finds_a_feasible_config_and_the_library_warm
         assert report2["state"] == "stopped"
     finally:
         manager.close()
+
+
+def test_knob_bounds_outside_the_nodes_range_are_a_clear_error(bus, workers, probe, spec_file, tmp_path):
+    spec = load_spec(
+        spec_file("""
+        name: bounds
+        constraints: [{rate: /w/out, min: 5}]
+        knobs: [{node: /w/w, kind: parameter, name: rate, min: 0.01, max: 5000}]
+        """)
+    )
+    workers.start("w", ns="/w", rate=20.0, work_ms=1.0)
+    report = _bot(spec, probe, tmp_path, cgroups=False).run(duration=30)
+    assert report["state"] == "error"
+    assert "/w/w accepts rate in [0.1, 1000]" in report["error"] and "narrow" in report["error"]
