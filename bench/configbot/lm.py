@@ -32,7 +32,7 @@ __all__ = ["LoadClient", "run_lm"]
 SPEC = """
 name: lm_batch
 nodes:
-  /cloud/lm: {{cgroup: false}}
+  /cloud/lm: {{cgroup: false, local: false}}  # a service anywhere on the bus: parameters and metrics only
 constraints:
   - {{metric: "/cloud/lm_client:client.ttft.p99_ms", max: {ttft_ms}, name: "TTFT p99 <= {ttft_ms} ms"}}
 objective: {{maximize: "/cloud/lm:lm.tokens_per_s"}}

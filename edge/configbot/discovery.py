@@ -8,6 +8,7 @@ what the bus has instead: the specification names something this stack does not 
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,16 @@ def find_pid(fqn: str) -> int | None:
     return None
 
 
+def _missing(bot: ConfigBot) -> list[str]:
+    """Local nodes without a known process; nodes elsewhere (local: false) never heard from."""
+    out = []
+    for fqn, info in bot.profiler.nodes.items():
+        local = bot.spec.node_spec(fqn).local
+        if (local and info.pid is None) or (not local and info.last_seen == -math.inf):
+            out.append(fqn)
+    return out
+
+
 def wait_for_nodes(bot: ConfigBot) -> None:
     """Until every node has a pid and every topic a publisher (topics get `topic_grace_s`); else raise."""
     from tether.edge.configbot.bot import SpecRuntimeError
@@ -38,13 +49,13 @@ def wait_for_nodes(bot: ConfigBot) -> None:
     topic_deadline = time.monotonic() + bot.opt.topic_grace_s
     while not bot.stopping:
         bot.tick()
-        missing = [f for f, i in profiler.nodes.items() if i.pid is None]
+        missing = _missing(bot)
         if missing and time.monotonic() > bot.t0 + 5:  # telemetry had its chance: look at the processes
             for fqn in missing:
-                pid = find_pid(fqn)
+                pid = find_pid(fqn) if bot.spec.node_spec(fqn).local else None
                 if pid is not None:
                     profiler.set_pid(fqn, pid)
-            missing = [f for f, i in profiler.nodes.items() if i.pid is None]
+            missing = _missing(bot)
         topics = profiler.subscribe_known_topics()
         if not missing and (not topics or time.monotonic() > topic_deadline):
             break

@@ -219,7 +219,7 @@ class Profiler:
             info = self.nodes.get(fqn)
             if info is not None:
                 info.last_seen = now
-                if msg.pid and info.pid != msg.pid:
+                if msg.pid and info.pid != msg.pid and self.spec.node_spec(fqn).local:
                     changed = (info.pid, int(msg.pid))
                     info.pid_changes += info.pid is not None
                     info.pid = int(msg.pid)

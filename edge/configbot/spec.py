@@ -285,6 +285,9 @@ class NodeSpec(_Strict):
     essential: bool = False
     quota_floor: float | None = Field(None, ge=0.01)
     cgroup: bool = True  # place its process (and children) in tether/<stack>/<node>
+    # The node runs on this machine: its telemetry's pid is a local process ConfigBot may place, pin and
+    # account. False for a node elsewhere on the bus (a cloud service): parameters and metrics only.
+    local: bool = True
 
 
 class TrialSpec(_Strict):
@@ -427,6 +430,14 @@ def _check_semantics(spec: Spec, lines: dict[tuple, int], path: Path) -> None:
         seen[k.key] = i
         if k.node and spec.fqn(k.node) == spec.fqn(STACK):
             fail(("knobs", i, "node"), f"{STACK!r} is reserved for aggregate signals; name a node")
+        if (
+            k.kind in ("cpu_quota", "cpu_weight", "affinity")
+            and not spec.node_spec(spec.fqn(k.node or "")).local
+        ):
+            fail(
+                ("knobs", i, "kind"),
+                f"a {k.kind} knob needs the node on this machine, but {k.node} has local: false",
+            )
         if k.kind == "cpu_quota":
             if k.max is not None and k.max > cores:
                 fail(
