@@ -11,7 +11,7 @@ Layout under `settings().artefact_dir("omega") / <graph name>`:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from tether.cloud.omega.config import ModelConfig, TrainConfig
-from tether.cloud.omega.graphs import Graph, GraphSpec, ServingSplit, generate_graph, split_for_serving
+from tether.cloud.omega.graphs import Graph, GraphSpec, ServingSplit, make_split, split_for_serving
 from tether.cloud.omega.layers import ServingModel
 from tether.cloud.omega.server import GraphIndex, OmegaServer, whole_graph_layers
 from tether.cloud.omega.store import EmbeddingStore, write_store
@@ -96,12 +96,20 @@ class Bundle:
 
     def make_graph(self, spec: GraphSpec, progress: Progress = print) -> ServingSplit:
         progress(f"generating graph {self.name}: {spec.num_nodes} nodes, mean degree {spec.avg_degree}")
-        graph, community, held = generate_graph(spec)
-        split = split_for_serving(
-            graph, held, community=community, batch_size=spec.batch_size, seed=spec.seed
-        )
+        split = make_split(spec)
         self.save_split(split, {"spec": asdict(spec), "source": "generated"})
         return split
+
+    def training_split(self) -> ServingSplit:
+        """The graph the models train on: the served one, or the spec's smaller sample (train_nodes)."""
+        info = self.info()
+        spec = info.get("spec")
+        if spec and spec.get("train_nodes"):
+            sample = replace(
+                GraphSpec(**spec), num_nodes=spec["train_nodes"], seed=spec["seed"] + 1, train_nodes=0
+            )
+            return make_split(sample)
+        return self.load_split()
 
     def import_graph(
         self, graph: Graph, *, held_out_share: float, batch_size: int, seed: int = 0

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Graph", "GraphSpec", "ServingSplit", "generate_graph", "split_for_serving"]
+__all__ = ["Graph", "GraphSpec", "ServingSplit", "generate_graph", "make_split", "split_for_serving"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,10 @@ class GraphSpec:
     held_out_share: float = 0.3  # share of every community held out as serving-time new nodes
     batch_size: int = 1024  # new nodes per request (the paper's default batch)
     seed: int = 0
+    # Models train on a graph of this many nodes drawn from the same spec (seed + 1), then serve this
+    # one (GNN layers are inductive); 0 = train on the served graph itself. Full-batch training cost
+    # grows with the graph, serving cost with the request: a large served graph stays affordable.
+    train_nodes: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -251,3 +255,9 @@ def split_for_serving(
     nb = len(base)
     train = torch.from_numpy(rng.random(nb) < train_share)
     return ServingSplit(full=full, num_base=nb, train_mask=train, val_mask=~train, batch_size=batch_size)
+
+
+def make_split(spec: GraphSpec) -> ServingSplit:
+    """Generate `spec`'s graph and split it for serving (requests grouped by community)."""
+    graph, community, held = generate_graph(spec)
+    return split_for_serving(graph, held, community=community, batch_size=spec.batch_size, seed=spec.seed)
