@@ -304,9 +304,36 @@ class CgroupManager:
                     break
                 except PermissionError:
                     raise CgroupPermissionError(f"no permission to move pid {p.pid} into {h / rel}") from None
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise CgroupError(f"cannot move pid {p.pid} into {h / rel}: {exc.strerror}") from None
+                    self._move_threads(h / rel, p.pid)
             else:
                 moved.append(p.pid)
         return moved
+
+    def _move_threads(self, group: Path, pid: int) -> None:
+        """A process with realtime threads (e.g. zenoh's shared-memory watchdogs) cannot join a cpu group
+        without an RT budget (EINVAL): on v1 its other threads move one by one, the realtime ones stay
+        where they were (their CPU is not limited); v2 cannot split a process across groups."""
+        if self.layout.version == 2:
+            raise CgroupError(
+                f"cannot move pid {pid} into {group}: it has realtime threads, and cgroup v2's cpu controller "
+                "takes no realtime process outside the root group; run it without realtime threads"
+            )
+        realtime = (os.SCHED_FIFO, os.SCHED_RR)
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                if os.sched_getscheduler(int(tid)) in realtime:
+                    continue
+                (group / "tasks").write_text(tid)
+            except (ProcessLookupError, FileNotFoundError):
+                continue  # a thread that ended meanwhile
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ESRCH):
+                    raise CgroupError(
+                        f"cannot move thread {tid} of pid {pid} into {group}: {exc.strerror}"
+                    ) from None
 
     def set_quota(self, node: str | None, cores: float | None) -> None:
         """Limit a node (or the whole stack, node=None) to `cores` of CPU; None removes the limit."""

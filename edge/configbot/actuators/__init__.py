@@ -136,8 +136,8 @@ class Applier:
         for a in self.live:
             try:
                 a.node_restarted(fqn, pid, {k: self.current.get(k) for k in a.knobs if k in self.current})
-            except ActuationError as exc:
-                problems.append(str(exc))
+            except (ActuationError, OSError) as exc:  # the loop goes on; the node keeps what it has
+                problems.append(f"{type(a).__name__}: {exc}")
         return problems
 
     def close(self) -> None:

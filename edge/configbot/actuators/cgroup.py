@@ -148,7 +148,7 @@ class CgroupActuator(Actuator):
         group = self._names.get(fqn) or group_name(fqn)
         try:
             self.manager.place(group, pid)
-        except CgroupError as exc:
+        except (CgroupError, OSError) as exc:
             self.ctx.log.warning("cannot place %s (pid %d) in a cgroup: %s", fqn, pid, exc)
             return False
         self._remember(group)

@@ -15,7 +15,7 @@ import time
 import pytest
 from conftest import wait_for
 
-from tether.edge.cgroups import CgroupError, detect_layout
+from tether.edge.cgroups import CgroupError, CgroupManager, detect_layout
 
 try:
     LAYOUT = detect_layout()
@@ -136,3 +136,33 @@ def test_without_cgroup_permission_the_other_knobs_go_on(tmp_path, stack):
     (msg,) = doc["messages"]
     assert "no permission" in msg and "tuning goes on with the other knobs" in msg
     assert doc["off"] == {"worker:cpu_quota": msg}
+
+
+@needs_cgroups
+def test_a_process_with_realtime_threads_is_placed_without_them(stack):
+    # zenoh's shared-memory watchdog threads run SCHED_FIFO; cgroup v1 refuses the whole process (EINVAL)
+    # in a group without an RT budget, so its other threads go in one by one.
+    code = textwrap.dedent("""
+        import os, threading, time
+        def rt():
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+            time.sleep(60)
+        threading.Thread(target=rt, daemon=True).start()
+        print("ready", flush=True)
+        time.sleep(60)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    manager = CgroupManager(stack)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        tids = {int(t) for t in os.listdir(f"/proc/{p.pid}/task")}
+        rt = {t for t in tids if os.sched_getscheduler(t) == os.SCHED_FIFO}
+        assert rt, "the helper thread should be realtime"
+        assert manager.place("n", p.pid) == [p.pid]
+        if LAYOUT.version == 1:
+            inside = {int(t) for t in (LAYOUT.cpu / "tether" / stack / "n" / "tasks").read_text().split()}
+            assert inside == tids - rt
+    finally:
+        p.kill()
+        p.wait()
+        manager.close()
