@@ -127,6 +127,13 @@ def run_reference(ctx: BenchContext, spec: Path, scenarios: tuple[str, ...] = SC
                 "higher",
             )
         )
+    old = load_reference()
+    if old is not None:  # a partial rerun (--scenarios=...) keeps the other scenarios' results, with their dates
+        for name, entry in old.get("scenarios", {}).items():
+            if name not in doc["scenarios"]:
+                doc["scenarios"][name] = {**entry, "date": entry.get("date", old.get("date"))}
+    for entry in doc["scenarios"].values():
+        entry.setdefault("date", doc["date"])
     REFERENCE_FILE.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     notes = [f"stored in {REFERENCE_FILE}", doc["settings"]["sampler"]]
     return BenchReport(rows=rows, notes=notes)
