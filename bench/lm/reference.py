@@ -17,11 +17,11 @@ import torch
 from tether.cloud.lm.checkpoint import default_model_path
 from tether.settings import settings
 
-__all__ = ["hf_reference"]
+__all__ = ["hf_reference", "hf_reference_folder"]
 
 
-def hf_reference(gguf: Path | None = None):
-    """(model, tokenizer) of transformers for the GGUF file (default: the embedded SmolLM2), float32, eval."""
+def hf_reference_folder(gguf: Path | None = None) -> Path:
+    """The cached conversion (config.json, model.safetensors, tokenizer files), made on first use."""
     import transformers
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -48,5 +48,13 @@ def hf_reference(gguf: Path | None = None):
             tmp.rename(folder)  # atomic: a parallel worker may have won the race, then keep theirs
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def hf_reference(gguf: Path | None = None):
+    """(model, tokenizer) of transformers for the GGUF file (default: the embedded SmolLM2), float32, eval."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = hf_reference_folder(gguf)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     return model, AutoTokenizer.from_pretrained(folder)

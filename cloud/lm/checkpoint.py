@@ -232,6 +232,9 @@ def _load_safetensors(path: Path) -> Checkpoint:
     except ConfigError as exc:
         raise CheckpointError(f"{cfg_path}: {exc}") from None
     if tie:
-        weights.pop("lm_head", None)
+        # A tied checkpoint may keep the matrix under either name (safetensors stores a shared tensor once).
+        lm_head = weights.pop("lm_head", None)
+        if "embed" not in weights and lm_head is not None:
+            weights["embed"] = lm_head
     tokenizer = Tokenizer.from_hf_folder(folder)
     return Checkpoint(config, weights, tokenizer, name=folder.name, path=folder)

@@ -156,11 +156,7 @@ class Tokenizer:
         eos_ids = eos if isinstance(eos, list) else ([eos] if eos is not None else [])
         if (e := tok_id(cfg.get("eos_token"))) is not None:
             eos_ids.append(e)
-        special = (
-            [t.id for t in backend.get_added_tokens_decoder().values() if t.special]
-            if hasattr(backend, "get_added_tokens_decoder")
-            else []
-        )
+        special = [i for i, t in backend.get_added_tokens_decoder().items() if t.special]
         template = cfg.get("chat_template")
         if template is None and (folder / "chat_template.jinja").is_file():
             template = (folder / "chat_template.jinja").read_text()

@@ -103,3 +103,27 @@ def test_greedy_64_tokens_identical_to_transformers_generate(smollm, hf) -> None
                 pad_token_id=2,
             )
         assert out.token_ids == ref[0, len(ids) :].tolist()
+
+
+def test_a_safetensors_checkpoint_named_by_the_setting_loads_the_same_model(smollm, hf, monkeypatch) -> None:
+    """The transformers conversion is itself a Hugging Face folder: lm_model pointing at it must give our
+    model the same weights and tokenizer as the GGUF route."""
+    import importlib
+
+    from tether.bench.lm.reference import hf_reference_folder
+    from tether.cloud.lm import Transformer, load_checkpoint
+
+    model, tok, _ = smollm
+    folder = hf_reference_folder()
+    monkeypatch.setattr(
+        importlib.import_module("tether.settings"), "_current", None
+    )  # re-read the environment
+    monkeypatch.setenv("TETHER_LM_MODEL", str(folder))
+    ckpt = load_checkpoint()
+    assert ckpt.path == folder and ckpt.config.rope_base == 1e5 and ckpt.config.tie_embeddings
+    other = Transformer.from_checkpoint(ckpt)
+    ids = _prompts(tok)[0]
+    assert ckpt.tokenizer.encode(RAW[1]) == tok.encode(RAW[1]) and ckpt.tokenizer.eos_ids[0] == 2
+    assert ckpt.tokenizer.apply_chat_template(CHAT[0]) == tok.apply_chat_template(CHAT[0])
+    with torch.inference_mode():
+        assert (other(torch.tensor([ids])) - model(torch.tensor([ids]))).abs().max().item() <= 1e-5
