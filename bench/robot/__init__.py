@@ -129,7 +129,7 @@ def _measure(
         out["windows"][name] = {
             "rates": {t: monitor.rate(t, a, b) for t in TOPICS},
             "spreads": {t: monitor.spread(t, a, b) for t in TOPICS},
-            "cpu": {n: cpu.percent(n, a, b) for n in NODES},
+            "cpu": {n: cpu.percent(n, a, b) for n in (*NODES, "background")},
             "rtf": clock.rtf(s0, s1),
         }
     return out
@@ -276,9 +276,9 @@ def _report(results: dict[str, list[dict]], quick: bool, args: dict) -> BenchRep
                             },
                         )
                     )
-            for node in ("sim", "scan_filter", "localization", "navigation", "perception", "mapping"):
-                vals = window_values(name, wname, lambda w, n=node: w["cpu"][n])
-                if vals:
+            for node in (*NODES, "background"):
+                vals = window_values(name, wname, lambda w, n=node: w["cpu"].get(n))
+                if vals and (node != "background" or statistics.median(vals) > 1.0):
                     rows.append(
                         row(
                             f"{label}: CPU {node}",

@@ -71,7 +71,7 @@ def _seconds(t0: float, t1: float) -> list[float]:
 
 
 class CpuSampler:
-    """CPU time of processes (and their children) sampled at chosen instants; percent of one core between two."""
+    """CPU time of processes sampled at chosen instants; percent of one core between two."""
 
     def __init__(self) -> None:
         self.samples: dict[str, list[tuple[float, float]]] = {}
@@ -84,17 +84,21 @@ class CpuSampler:
             pass
 
     def sample(self) -> None:
+        """Each process's own CPU time; the children of the simulator (the contention scenario's
+        background job) are summed apart, as "background"."""
         now = time.monotonic()
         for name, p in list(self.procs.items()):
             try:
                 t = p.cpu_times()
-                total = t.user + t.system
-                for c in p.children(recursive=True):
-                    ct = c.cpu_times()
-                    total += ct.user + ct.system
+                self.samples.setdefault(name, []).append((now, t.user + t.system))
+                if name == "sim":
+                    kids = 0.0
+                    for c in p.children(recursive=True):
+                        ct = c.cpu_times()
+                        kids += ct.user + ct.system
+                    self.samples.setdefault("background", []).append((now, kids))
             except psutil.NoSuchProcess:
                 continue
-            self.samples.setdefault(name, []).append((now, total))
 
     def percent(self, name: str, t0: float, t1: float) -> float | None:
         """Mean CPU (% of one core) between the samples nearest to t0 and t1."""

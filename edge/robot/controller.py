@@ -31,7 +31,7 @@ class ControllerConfig:
     window_s: float = 0.4  # the dynamic window: velocities reachable within this time
     robot_radius: float = 0.22
     safety_margin: float = 0.06
-    lookahead_m: float = 1.0
+    lookahead_m: float = 1.2
     obstacle_range_m: float = 3.0
     w_carrot: float = 2.0
     w_path: float = 1.5

@@ -39,8 +39,13 @@ def run_lockstep(
     nav_config: NavigatorConfig | None = None,
     pf_config: ParticleFilterConfig | None = None,
     stop_after_goals: int | None = None,
+    latency_s: float = 0.0,
 ) -> LockstepResult:
-    """Run `duration_s` simulated seconds (or until `stop_after_goals` goals are reached)."""
+    """Run `duration_s` simulated seconds (or until `stop_after_goals` goals are reached).
+
+    `latency_s`: each command reaches the base this long after it was computed, as over the bus
+    with a loaded CPU (sensing, transport and compute delays together).
+    """
     with Simulator(scenario, camera=False) as sim:
         grid = sim.grid_map()
         nav = Navigator(grid, nav_config, seed=scenario.seed)
@@ -54,6 +59,7 @@ def run_lockstep(
         ranges = None
         next_control = 0.0
         loc_err = []
+        pending: list[tuple[float, float, float]] = []  # (release time, v, w)
         while sim.time < duration_s:
             result = sim.step()
             ox, oy, oyaw, ov, ow = sim.odom()
@@ -76,9 +82,12 @@ def run_lockstep(
                 if ranges is not None:
                     nav.set_scan(ranges, angles, pose_map)
                 v, w, changed = nav.step(sim.time)
-                sim.set_cmd_vel(v, w)
+                pending.append((sim.time + latency_s, v, w))
                 if changed:
                     sim.set_plan(nav.plan)
+            while pending and pending[0][0] <= sim.time + 1e-9:
+                _, v, w = pending.pop(0)
+                sim.set_cmd_vel(v, w)
             if stop_after_goals is not None and sim.metrics.goals_reached >= stop_after_goals:
                 break
         return LockstepResult(

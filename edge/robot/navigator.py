@@ -8,6 +8,7 @@ happens for a new goal, when the robot strays from the plan, and every `replan_p
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,8 @@ class NavigatorConfig:
     goal_tolerance_m: float = 0.25
     replan_period_s: float = 5.0
     replan_deviation_m: float = 0.8
+    blocked_check_m: float = 2.5  # plan length ahead checked against the scan's obstacles
+    blocked_replan_s: float = 1.0  # at most one replan per this when the plan is blocked
 
 
 class Navigator:
@@ -42,6 +45,8 @@ class Navigator:
         self._planned_at = -math.inf
         self._need_plan = False
         self.plans_made = 0
+        self.replans: dict[str, int] = {}  # why plans were made: goal, strayed, blocked, period
+        self.last_plan_ms = 0.0
         self.last_reason = "idle"
 
     def set_controller(self, config: ControllerConfig) -> None:
@@ -90,12 +95,50 @@ class Navigator:
         strayed = len(self.plan) > 0 and float(np.min(np.hypot(self.plan[:, 0] - x, self.plan[:, 1] - y))) > (
             self.config.replan_deviation_m
         )
-        if self._need_plan or strayed or now - self._planned_at > self.config.replan_period_s:
-            self.plan = plan_path(self.costmap, (x, y), self.goal)
+        blocked = now - self._planned_at > self.config.blocked_replan_s and self._blocked(x, y)
+        reason = (
+            "goal"
+            if self._need_plan
+            else "strayed"
+            if strayed
+            else "blocked"
+            if blocked
+            else "period"
+            if now - self._planned_at > self.config.replan_period_s
+            else None
+        )
+        if reason is not None:
+            t0 = time.perf_counter()
+            # Plan on the map plus what the LiDAR sees now: around people, not through them.
+            self.plan = plan_path(self.costmap.with_obstacles(self.obstacles), (x, y), self.goal)
+            if len(self.plan) == 0:  # boxed in by obstacles: the static map's plan, the controller copes
+                self.plan = plan_path(self.costmap, (x, y), self.goal)
             self._planned_at = now
             self._need_plan = False
             self.plans_made += 1
+            self.replans[reason] = self.replans.get(reason, 0) + 1
+            self.last_plan_ms = (time.perf_counter() - t0) * 1e3
             changed = True
         v, w, info = self.controller.compute(self.pose, self.velocity, self.plan, self.obstacles)
         self.last_reason = info["reason"]
         return v, w, changed
+
+    def _blocked(self, x: float, y: float) -> bool:
+        """Whether an obstacle the map does not have (a person) lies on the plan's next `blocked_check_m` m."""
+        if len(self.plan) < 2 or len(self.obstacles) == 0:
+            return False
+        cm = self.costmap
+        rows = ((self.obstacles[:, 1] - cm.origin_y) // cm.resolution).astype(np.int64)
+        cols = ((self.obstacles[:, 0] - cm.origin_x) // cm.resolution).astype(np.int64)
+        h, w = cm.static.shape
+        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+        # A wall seen by the LiDAR lands within a cell or two of the map's wall: not news.
+        known = np.zeros(len(rows), dtype=bool)
+        known[inside] = cm.dist[rows[inside], cols[inside]] < 2.5 * cm.resolution
+        new = self.obstacles[~known]
+        if len(new) == 0:
+            return False
+        i = int(np.argmin(np.hypot(self.plan[:, 0] - x, self.plan[:, 1] - y)))
+        ahead = self.plan[i : i + int(self.config.blocked_check_m / 0.1) + 1]  # the plan is 0.1 m spaced
+        d = np.hypot(ahead[:, None, 0] - new[None, :, 0], ahead[:, None, 1] - new[None, :, 1])
+        return bool(d.min() < self.config.controller.robot_radius + 0.05)

@@ -39,12 +39,33 @@ class Costmap:
         occ = occ[: h * k, : w * k].reshape(h, k, w, k).any(axis=(1, 3))  # (h, w) max-pooled
         self.resolution = grid.resolution * k
         self.origin_x, self.origin_y = grid.origin_x, grid.origin_y
+        self.static = occ
+        self._inflate(occ)
+
+    def _inflate(self, occ: np.ndarray) -> None:
+        config = self.config
         dist = distance_transform_edt(~occ) * self.resolution  # (h, w) m to the nearest obstacle
         cost = np.exp(-config.cost_scale * np.maximum(dist - config.robot_radius, 0.0))
         cost[dist > config.inflation_radius] = 0.0
         cost[dist <= config.robot_radius + 0.02] = np.inf
         self.dist = dist
         self.cost = cost.astype(np.float32)
+
+    def with_obstacles(self, points: np.ndarray) -> Costmap:
+        """A copy with map-frame `points` (e.g. people seen by the LiDAR) as obstacles too: Nav2's
+        obstacle layer, so a plan goes around someone standing in a corridor."""
+        out = object.__new__(Costmap)
+        out.config, out.resolution = self.config, self.resolution
+        out.origin_x, out.origin_y = self.origin_x, self.origin_y
+        out.static = self.static
+        occ = self.static.copy()
+        if len(points):
+            rows = ((points[:, 1] - self.origin_y) // self.resolution).astype(np.int64)
+            cols = ((points[:, 0] - self.origin_x) // self.resolution).astype(np.int64)
+            ok = (rows >= 0) & (rows < occ.shape[0]) & (cols >= 0) & (cols < occ.shape[1])
+            occ[rows[ok], cols[ok]] = True
+        out._inflate(occ)
+        return out
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -47,14 +47,25 @@ class RunMetrics:
     tracking_samples: int = 0
     tracking_sum_m: float = 0.0
     tracking_max_m: float = 0.0
+    collision_log: list = field(default_factory=list)  # (t, x, y, "wall"|"person"), the first 50
     _recent: deque = field(default_factory=lambda: deque(maxlen=100))
-    _in_contact: set = field(default_factory=set)
+    _last_touch: dict = field(default_factory=dict)  # geom -> last time it touched the robot
 
-    def contacts(self, static_now: set[int], people_now: set[int]) -> None:
-        """Count new contacts: geoms touching the robot now that did not touch it at the last check."""
-        self.collisions += len(static_now - self._in_contact)
-        self.person_contacts += len(people_now - self._in_contact)
-        self._in_contact = static_now | people_now
+    def contacts(
+        self, t: float, x: float, y: float, static_now: set[int], people_now: set[int], gap_s: float = 1.0
+    ) -> None:
+        """Count collisions: a geom touching the robot that had not touched it for `gap_s` seconds (a
+        robot scraping along a wall, touching on and off, is one collision, not one per touch)."""
+        for kind, now in (("wall", static_now), ("person", people_now)):
+            for g in now:
+                if t - self._last_touch.get(g, -math.inf) > gap_s:
+                    if kind == "wall":
+                        self.collisions += 1
+                    else:
+                        self.person_contacts += 1
+                    if len(self.collision_log) < 50:
+                        self.collision_log.append((round(t, 2), round(x, 2), round(y, 2), kind))
+                self._last_touch[g] = t
 
     def moved(self, dist: float) -> None:
         self.path_length_m += dist

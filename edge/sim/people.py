@@ -1,7 +1,9 @@
 """Moving people: kinematic walkers on the world's roadmap (a random walk from node to node, with pauses).
 
-People are scripted, not simulated: they ignore the robot, as a busy person in a corridor
-might, which is what makes the robot's avoidance matter. Positions in the map frame, metres.
+People are scripted, not simulated: they do not steer around the robot, which is what makes the
+robot's avoidance matter, but like most people they stop when the robot is right in front of
+them, and walk on after a few seconds even if it is still there (so nobody waits forever).
+Positions in the map frame, metres.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ class Walker:
     speed: float  # m/s
     pause: float  # s left standing at the current node
     heading: float = 0.0
+    yielded: float = 0.0  # s spent waiting for the robot to pass
 
 
 class Crowd:
     """`count` walkers with speeds drawn from `speed_range`; deterministic for a seed."""
+
+    YIELD_S = 3.0  # how long a person waits for the robot in their way before walking on
 
     def __init__(
         self,
@@ -43,11 +48,10 @@ class Crowd:
         self.speed_range = speed_range
         self.pause_range = pause_range
         self.walkers: list[Walker] = []
-        nodes = list(world.roadmap.nodes)
         for _ in range(count):
-            self.walkers.append(self._spawn(nodes, avoid))
+            self.walkers.append(self._spawn(avoid))
 
-    def _spawn(self, nodes: list[str], avoid: tuple[float, float, float] | None) -> Walker:
+    def _spawn(self, avoid: tuple[float, float, float] | None) -> Walker:
         # Start somewhere along a random edge, away from `avoid` = (x, y, radius) (the robot's start).
         for _ in range(100):
             a, b = self.world.roadmap.edges[self.rng.integers(len(self.world.roadmap.edges))]
@@ -63,12 +67,11 @@ class Crowd:
         )
 
     def add(self, count: int, avoid: tuple[float, float, float] | None = None) -> None:
-        nodes = list(self.world.roadmap.nodes)
         for _ in range(count):
-            self.walkers.append(self._spawn(nodes, avoid))
+            self.walkers.append(self._spawn(avoid))
 
-    def step(self, dt: float) -> None:
-        """Advance every walker by dt seconds."""
+    def step(self, dt: float, robot: tuple[float, float] | None = None) -> None:
+        """Advance every walker by dt seconds; `robot` = (x, y) of the robot, whom people let pass."""
         for w in self.walkers:
             if w.pause > 0:
                 w.pause = max(0.0, w.pause - dt)
@@ -76,6 +79,15 @@ class Crowd:
             tx, ty = self.world.roadmap.nodes[w.target]
             dx, dy = tx - w.x, ty - w.y
             dist = float(np.hypot(dx, dy))
+            if robot is not None and dist > 1e-6:
+                rx, ry = robot[0] - w.x, robot[1] - w.y
+                ahead = (rx * dx + ry * dy) / dist  # m along the walking direction
+                blocking = 0 < ahead < 1.2 and abs(rx * dy - ry * dx) / dist < 0.7
+                if blocking and w.yielded < self.YIELD_S:
+                    w.yielded += dt
+                    continue
+                if not blocking:
+                    w.yielded = 0.0
             step = w.speed * dt
             if dist <= step:
                 w.x, w.y = tx, ty

@@ -187,7 +187,7 @@ class Simulator:
     def step(self) -> StepResult:
         """Advance by CONTROL_DT; returns what fell due."""
         dt = CONTROL_DT
-        self.crowd.step(dt)
+        self.crowd.step(dt, self.pose[:2])
         self._place_people()
         v, w = self._cmd if self.time - self._cmd_time <= self.scenario.cmd_vel_timeout_s else (0.0, 0.0)
         yaw = self.pose[2]
@@ -202,7 +202,7 @@ class Simulator:
         if started:
             self.metrics.moved(math.hypot(x - self._last_xy[0], y - self._last_xy[1]))
             self.metrics.sim_time_s = self.mission_time
-            self._count_contacts()
+            self._count_contacts(x, y)
         self._last_xy = (x, y)
         due = []
         for name, period in self._periods.items():
@@ -224,7 +224,7 @@ class Simulator:
             fired.append(event)
         return StepResult(due=due, events=fired, goal_changed=goal_changed)
 
-    def _count_contacts(self) -> None:
+    def _count_contacts(self, x: float, y: float) -> None:
         static_now, people_now = set(), set()
         for i in range(self.data.ncon):
             c = self.data.contact[i]
@@ -233,7 +233,7 @@ class Simulator:
                 continue
             other = g2 if g1 == self.index.robot_geom else g1
             (people_now if other in self._person_geom_ids else static_now).add(other)
-        self.metrics.contacts(static_now, people_now)
+        self.metrics.contacts(self.mission_time, x, y, static_now, people_now)
 
     def _check_goal(self, x: float, y: float) -> bool:
         if self.done:

@@ -68,6 +68,8 @@ class NavigationNode(Node):
             "navigation.compute_ms": self._ms,
             "navigation.num_samples": float(self.nav_config.controller.num_samples),
             "navigation.plans": float(self.nav.plans_made if self.nav else 0),
+            "navigation.plan_ms": self.nav.last_plan_ms if self.nav else 0.0,
+            **{f"navigation.plans.{k}": float(v) for k, v in (self.nav.replans if self.nav else {}).items()},
         }
 
     def _apply(self, changes: dict) -> str | None:
@@ -117,6 +119,8 @@ class NavigationNode(Node):
         now = self.get_clock().now().nanoseconds / 1e9
         v, w, changed = nav.step(now if now > 0 else time.monotonic())
         self.pub_cmd.publish(rosmsg.twist_msg(v, w))
+        if changed:
+            self.get_logger().debug(f"new plan ({nav.replans}), {nav.last_plan_ms:.0f} ms")
         if changed and len(nav.plan):
             self.pub_plan.publish(rosmsg.path_msg(self.tracker.odom_stamp, nav.plan))
         self._cycles += 1

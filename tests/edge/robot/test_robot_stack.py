@@ -86,7 +86,7 @@ def test_starved_navigation_lowers_cmd_vel_rate_and_worsens_tracking(bus, tmp_pa
     scenario = str(_scenario(tmp_path))
     args = LIGHT
     fed = run_stack(scenario, duration=10.0, args=args, report_path=tmp_path / "fed.json").report["metrics"]
-    starver = _Starve(0.05)
+    starver = _Starve(0.03)
     starved = run_stack(
         scenario, duration=10.0, args=args, report_path=tmp_path / "starved.json", hooks=[starver]
     )
