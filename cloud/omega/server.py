@@ -9,6 +9,7 @@ the owners merge and update. With one rank the exchange is the identity.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tether.cloud.omega import kernel
 from tether.cloud.omega.comm import Comm, LocalComm
 from tether.cloud.omega.csr import CSR, Adjacency, concat_rows
 from tether.cloud.omega.layers import ServingModel
-from tether.cloud.omega.plan import Method, Plan, Scratch, build_plan
+from tether.cloud.omega.plan import LayerPlan, Method, Plan, Scratch, build_plan
 from tether.cloud.omega.request import Request, validate_request
 from tether.cloud.omega.store import EmbeddingStore, partition_bounds
 
@@ -196,7 +197,7 @@ def run_plan(
     model: ServingModel,
     plan: Plan,
     adj: Adjacency,
-    load,
+    load: Callable[[int, Tensor, Tensor], None],
     index: GraphIndex,
     comm: Comm,
     scratch: Scratch,
@@ -214,9 +215,12 @@ def run_plan(
     layer_ms = []
     for i, lp in enumerate(plan.layers):
         t = time.perf_counter()
-        owners = index.owner(lp.targets) if comm.world_size > 1 else torch.zeros_like(lp.targets)
-        counts_by_owner = torch.bincount(owners, minlength=comm.world_size).tolist()
-        own = owners == comm.rank
+        if comm.world_size > 1:
+            owners = index.owner(lp.targets)
+            counts_by_owner = torch.bincount(owners, minlength=comm.world_size).tolist()
+            own: Tensor | None = owners == comm.rank
+        else:  # one rank owns every target: skip the masks
+            counts_by_owner, own = [int(lp.targets.numel())], None
         block, need = _build_block(lp, own, prev_ids, gat, adj, scratch)
         h_src = prev_h
         if need.numel():
@@ -224,32 +228,45 @@ def run_plan(
             h_src = torch.empty(k + need.numel(), model.config.dims()[i])
             h_src[:k] = prev_h
             load(i, need, h_src[k:])
-        h_own = h_src[block.self_src[own]]  # (n_own, F) own rows of the owned targets
+        self_rows = block.self_src if own is None else block.self_src[own]
+        n_own = self_rows.numel()
+        if n_own <= h_src.shape[0] and torch.equal(self_rows, torch.arange(n_own)):
+            h_own = h_src[:n_own]  # targets lead the source rows (single process): a view, no copy
+        else:
+            h_own = h_src[self_rows]  # (n_own, F) own rows of the owned targets
         a_dst = None
         if gat:
             a_dst = comm.from_owners(kernel.target_terms(model, i, h_own), counts_by_owner)
         part = kernel.aggregate(model, i, block, h_src, a_dst)
         agg = kernel.merge(_exchange(part, counts_by_owner, comm))
-        out = kernel.finish(model, i, agg, h_own, block.deg[own], block.count[own])
-        prev_ids, prev_h = lp.targets[own], out
+        deg, count = (block.deg, block.count) if own is None else (block.deg[own], block.count[own])
+        out = kernel.finish(model, i, agg, h_own, deg, count)
+        prev_ids, prev_h = (lp.targets if own is None else lp.targets[own]), out
         if keep_layers is not None:
             keep_layers.append(out)
         layer_ms.append((time.perf_counter() - t) * 1e3)
     return prev_ids, prev_h, layer_ms
 
 
-def _build_block(lp, own: Tensor, prev_ids: Tensor, self_loops: bool, adj: Adjacency, scratch: Scratch):
-    """This rank's block for a layer plan: sources = rows computed below, then rows to load (`need`)."""
+def _build_block(
+    lp: LayerPlan, own: Tensor | None, prev_ids: Tensor, self_loops: bool, adj: Adjacency, scratch: Scratch
+) -> tuple[kernel.Block, Tensor]:
+    """This rank's block for a layer plan: sources = rows computed below, then rows to load (`need`).
+
+    `own` marks the targets this rank owns (None: all of them).
+    """
     pos = scratch.pos
     k = int(prev_ids.numel())
     pos[prev_ids] = torch.arange(k)
-    need = scratch.new_ids(torch.cat([lp.cols, lp.targets[own]]), prev_ids)
+    owned = lp.targets if own is None else lp.targets[own]
+    need = scratch.new_ids(torch.cat([lp.cols, owned]), prev_ids)
     pos[need] = torch.arange(k, k + int(need.numel()))
     col = pos[lp.cols]
-    self_src = torch.where(own, pos[lp.targets], -1)
+    self_src = pos[lp.targets] if own is None else torch.where(own, pos[lp.targets], -1)
     counts = lp.counts
     if self_loops:  # GAT's self loop is an edge, held by the target's owner
-        counts, col = concat_rows([(counts, col), (own.long(), self_src[own])])
+        mine = torch.ones_like(counts) if own is None else own.long()
+        counts, col = concat_rows([(counts, col), (mine, self_src if own is None else self_src[own])])
     pos[prev_ids] = -1
     pos[need] = -1
     rowptr = torch.zeros(counts.numel() + 1, dtype=torch.long)
@@ -281,8 +298,6 @@ def whole_graph_layers(model, index: GraphIndex, x: Tensor) -> list[Tensor]:
 
     `model`: a ServingModel or a trained GNN module.
     """
-    from tether.cloud.omega.plan import LayerPlan
-
     if not isinstance(model, ServingModel):
         model = ServingModel.from_module(model)
     n = index.num_nodes
