@@ -8,6 +8,7 @@ all-reduce across regions (`Topology.allreduce_time`).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ def run_sync(task: LMTask, topology: Topology, optim: WorkerOptimConfig, run: Ru
     concatenated batch, so one backward pass over the concatenation computes the all-reduced gradient.
     Each worker draws from the same data stream as its asynchronous counterpart.
     """
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     places = topology.workers()
     n = len(places)
     model = task.new_model(run.seed)
@@ -68,7 +69,15 @@ def run_sync(task: LMTask, topology: Topology, optim: WorkerOptimConfig, run: Ru
         now += step_time
         done = rec.observe(now, step * n, lambda: get_flat(model))
     curve.real_seconds = time.perf_counter() - t0
-    curve.stats = {"halos.sim_time_s": now, "halos.global_steps": step, "step_time_s": step_time}
+    curve.cpu_seconds = time.process_time() - c0
+    no_latency = replace(topology, latency_s=tuple((0.0,) * len(r) for r in topology.latency_s))
+    curve.stats = {
+        "halos.sim_time_s": now,
+        "halos.global_steps": step,
+        "step_time_s": step_time,
+        "allreduce_s": topology.allreduce_time(task.n_bytes),
+        "allreduce_bandwidth_only_s": no_latency.allreduce_time(task.n_bytes),
+    }
     return curve
 
 
@@ -77,7 +86,7 @@ def run_diloco(
 ) -> Curve:
     """DiLoCo: every worker runs H local AdamW steps from the shared model, the pseudo-gradients are
     averaged by all-reduce, and an outer Nesterov SGD step moves the shared model."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     places = topology.workers()
     n = len(places)
     workers = [Worker(p.worker_id, task, optim, run.seed) for p in places]
@@ -86,7 +95,7 @@ def run_diloco(
         topology.compute_time(h, p.relative_speed) for h, p in zip(steps, places, strict=True)
     ) + topology.allreduce_time(task.n_bytes)
     theta = task.init_theta(run.seed)
-    outer = NesterovSGD(theta.numel(), cfg.outer_lr, cfg.outer_momentum)
+    outer = NesterovSGD(theta.numel(), cfg.outer_lr, cfg.outer_momentum, theta.device)
     curve = Curve("diloco", run.seed)
     rec = Recorder(curve, task, run, n)
     rec.observe(0.0, 0, theta)
@@ -102,6 +111,7 @@ def run_diloco(
         now += round_time
         done = rec.observe(now, dispensed, theta)
     curve.real_seconds = time.perf_counter() - t0
+    curve.cpu_seconds = time.process_time() - c0
     curve.stats = {
         "halos.sim_time_s": now,
         "halos.global_steps": dispensed / n,

@@ -137,11 +137,24 @@ class WorkloadConfig:
     batch_size: int = 1
     val_windows: int = 256  # fixed held-out windows of seq_len bytes, the same for every method
     threads: int = 1  # torch intra-op threads per process
+    device: str = "cpu"  # "cpu", "cuda", or "auto" (cuda when available); parameters live there
+
+    def resolved_device(self) -> str:
+        """The torch device to use: `auto` picks cuda when one is available."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     def __post_init__(self) -> None:
         _bound("WorkloadConfig", "batch_size", self.batch_size, 1, 4096)
         _bound("WorkloadConfig", "val_windows", self.val_windows, 1, 1 << 16)
         _bound("WorkloadConfig", "threads", self.threads, 1, 256)
+        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
+            raise HalosConfigError(
+                f"WorkloadConfig.device must be 'cpu', 'cuda[:i]' or 'auto', but got {self.device!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ class Curve:
     val_loss: list[float] = field(default_factory=list)  # nats per byte
     stats: dict[str, float] = field(default_factory=dict)
     real_seconds: float = 0.0  # wall-clock time the run took on this machine
+    cpu_seconds: float = 0.0  # CPU time of the run's process (its wall time on an idle core)
 
     @property
     def final_loss(self) -> float:

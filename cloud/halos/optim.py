@@ -27,10 +27,12 @@ class DelayedNesterov:
     "lr 0.2 x 16"). With N = 1 it is Nesterov momentum SGD.
     """
 
-    def __init__(self, n_params: int, cfg: DelayedNesterovConfig) -> None:
+    def __init__(self, n_params: int, cfg: DelayedNesterovConfig, device: str | torch.device = "cpu") -> None:
         self.cfg = cfg
-        self.momentum = torch.zeros(n_params)  # m, (P,)
-        self.buffer = torch.zeros(n_params)  # sum of the pseudo-gradients since the last momentum step
+        self.momentum = torch.zeros(n_params, device=device)  # m, (P,)
+        self.buffer = torch.zeros(
+            n_params, device=device
+        )  # sum of the pseudo-gradients since the last momentum step
         self.updates = 0  # t
 
     def step(self, theta: torch.Tensor, g: torch.Tensor) -> None:
@@ -50,9 +52,9 @@ class DelayedNesterov:
 class NesterovSGD:
     """torch.optim.SGD(nesterov=True) on a flat vector: DiLoCo's outer optimizer."""
 
-    def __init__(self, n_params: int, lr: float, momentum: float) -> None:
+    def __init__(self, n_params: int, lr: float, momentum: float, device: str | torch.device = "cpu") -> None:
         self.lr, self.beta = lr, momentum
-        self.velocity = torch.zeros(n_params)  # (P,)
+        self.velocity = torch.zeros(n_params, device=device)  # (P,)
         self.started = False
 
     def step(self, theta: torch.Tensor, g: torch.Tensor) -> None:

@@ -63,7 +63,7 @@ class LocalServer:
         self.server_id = server_id
         self.region = region
         self.theta = theta0.clone()  # theta_L, (P,)
-        self.opt = DelayedNesterov(theta0.numel(), opt)
+        self.opt = DelayedNesterov(theta0.numel(), opt, theta0.device)
         self.version = 0  # updates applied so far
         self._merged_theta = theta0.clone()  # theta_L right after the last merge
         self._merged_version = 0
@@ -134,7 +134,7 @@ class GlobalServer:
     def __init__(self, region: int, theta0: torch.Tensor, opt: DelayedNesterovConfig) -> None:
         self.region = region
         self.theta = theta0.clone()  # theta_G, (P,)
-        self.opt = DelayedNesterov(theta0.numel(), opt)
+        self.opt = DelayedNesterov(theta0.numel(), opt, theta0.device)
         self.stats = ServerStats()
 
     def receive(self, push: Push) -> torch.Tensor:

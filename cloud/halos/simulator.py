@@ -203,10 +203,11 @@ class HierarchySim:
 
     def run(self) -> Curve:
         """Train to the token budget; the curve of the model of record."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         while self.step():
             pass
         self.curve.real_seconds = time.perf_counter() - t0
+        self.curve.cpu_seconds = time.process_time() - c0
         self.curve.stats = self.telemetry()
         return self.curve
 

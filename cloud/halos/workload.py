@@ -22,12 +22,13 @@ class LMTask:
     def __init__(self, cfg: WorkloadConfig, corpus: gutenberg.Corpus | None = None) -> None:
         self.cfg = cfg
         torch.set_num_threads(cfg.threads)
+        self.device = torch.device(cfg.resolved_device())
         corpus = corpus if corpus is not None else gutenberg.load()
         self.train_tokens = corpus.tokens("train")  # (N_train,) uint8
         val_tokens = corpus.tokens("val")
         t = cfg.model.seq_len
         x, y = gutenberg.windows(val_tokens, cfg.val_windows, t, np.random.default_rng(_VAL_SEED))
-        self._val = (torch.from_numpy(x), torch.from_numpy(y))  # (V, T) each
+        self._val = (torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device))  # (V, T) each
         self._eval_model = self.new_model(0)
         self.n_params = sum(p.numel() for p in self._eval_model.parameters())
         self.n_bytes = 4 * self.n_params  # float32 on the wire
@@ -36,7 +37,7 @@ class LMTask:
         """A freshly initialised model; the same seed gives the same weights."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return TinyGPT(self.cfg.model)
+            return TinyGPT(self.cfg.model).to(self.device)
 
     def batch(
         self, rng: np.random.Generator, n_sequences: int | None = None
@@ -44,7 +45,7 @@ class LMTask:
         """A training batch of random windows: (x, y), each (B, T) int64, y shifted by one byte."""
         b = self.cfg.batch_size if n_sequences is None else n_sequences
         x, y = gutenberg.windows(self.train_tokens, b, self.cfg.model.seq_len, rng)
-        return torch.from_numpy(x), torch.from_numpy(y)
+        return torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
 
     def init_theta(self, seed: int) -> torch.Tensor:
         """The flat initial parameters (P,) every method of a run starts from."""
