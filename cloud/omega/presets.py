@@ -17,7 +17,7 @@ __all__ = ["GRAPHS", "MODELS", "model_config", "train_config"]
 GRAPHS: dict[str, GraphSpec] = {
     # 300k nodes, 2.7M undirected edges; 30% of every community held out: 87 requests of 1024 new
     # nodes, and an existing graph of 210k nodes and 1.2M undirected edges. The models train on a
-    # 40k-node graph from the same generator: training cost stays flat while exact serving, which
+    # 20k-node graph from the same generator: training cost stays flat while exact serving, which
     # reads the 3-hop neighbourhood, grows with the served graph (OMEGA's point).
     "bench": GraphSpec(
         num_nodes=300_000,
@@ -28,7 +28,7 @@ GRAPHS: dict[str, GraphSpec] = {
         new_feature_signal=1.5,
         held_out_share=0.3,
         batch_size=1024,
-        train_nodes=40_000,
+        train_nodes=20_000,
     ),
     "quick": GraphSpec(
         num_nodes=4000,
@@ -64,5 +64,5 @@ def train_config(preset: str, config: ModelConfig) -> TrainConfig:
     """Epochs per size: GAT's edge-wise attention costs several times a GCN epoch, so it trains fewer."""
     if preset == "quick":
         return TrainConfig(epochs=15, eval_every=5)
-    epochs = 30 if config.kind == "gat" else 40
+    epochs = 20 if config.kind == "gat" else 30
     return TrainConfig(epochs=epochs, lr=0.01, eval_every=5)

@@ -127,6 +127,8 @@ class OmegaServer:
             )
         self.scratch = Scratch(index.num_nodes + 1024)
         self.last: RequestStats | None = None
+        # (N,) bool: existing nodes this rank owns (their out-edges are the ones it aggregates)
+        self._owned = index.owner(torch.arange(index.num_nodes)) == self.comm.rank
 
     def infer(self, request: Request, method: Method) -> Tensor | None:
         """(B, C) logits of the request's new nodes on rank 0 (None on the other ranks)."""
@@ -137,7 +139,8 @@ class OmegaServer:
         edges = torch.stack([request.edges[0].long() + n, request.edges[1].long()])
         keep = None
         if self.comm.world_size > 1:
-            keep = self.index.owner(torch.arange(n + b)) == self.comm.rank
+            new_owned = torch.arange(b) % self.comm.world_size == self.comm.rank
+            keep = torch.cat([self._owned, new_owned])
         adj = Adjacency.for_request(self.index.csr, self.index.degree, edges, b, keep)
         queries = torch.arange(n, n + b)
         plan = build_plan(
