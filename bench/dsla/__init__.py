@@ -17,7 +17,9 @@ Targets: decode throughput at batch 8 and 8K at least 2.3x the baseline at the c
 (the chain's furthest), perplexity there within 15% of the original (ratio >= 1/1.15), and
 dual-state better than single-state at equal conversion (ratio > 1). `--quick` makes a tiny
 random model and tiny chains and checks the contract only.
-Options: `--contexts=512,2048,8192`, `--chain=<name>`, `--ablation=<name>`.
+Options: `--contexts=512,2048,8192`, `--chain=<name>`, `--ablation=<name>`, `--threads=N` (torch
+threads of every engine; default 2, 1 in --quick: on a machine shared with other work, OpenMP's
+barriers stall a 2-thread engine far more than they help).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Setup:
     load_prompts: int
     load_prompt_len: int
     load_max_tokens: int
+    cloze_context: int = 300  # characters of text before a blank
     notes: list[str] = field(default_factory=list)
 
 
@@ -140,8 +143,8 @@ def _quick_setup(ctx: BenchContext) -> Setup:
     tok = Tokenizer.byte_level()
     model = Transformer.random(cfg, seed=0)
     raw = {
-        "shakespeare-val": corpus.heldout_texts(tok)["shakespeare-val"]()[:200_000],
-        "python-docs": corpus.heldout_texts(tok)["python-docs"]()[:100_000],
+        "shakespeare-val": corpus.heldout_texts(tok)["shakespeare-val"]()[:60_000],
+        "python-docs": corpus.heldout_texts(tok)["python-docs"]()[:30_000],
     }
     texts = {k: np.asarray(tok.encode(v, add_bos=False), dtype=np.int32) for k, v in raw.items()}
     train = texts["shakespeare-val"][: len(texts["shakespeare-val"]) // 2]
@@ -184,12 +187,13 @@ def _quick_setup(ctx: BenchContext) -> Setup:
         [64, 256],
         [1, 4],
         steps=2,
-        ppl_long=512,
-        ppl_short=128,
-        cloze_per_repeat=2,
+        ppl_long=256,
+        ppl_short=64,
+        cloze_per_repeat=1,
         load_prompts=3,
         load_prompt_len=128,
         load_max_tokens=8,
+        cloze_context=48,
         notes=[
             f"quick: tiny random model ({cfg.n_layer} layers) and tiny chains in {root}; "
             "full figures: `tether dsla distill`, then `tether bench dsla`"
@@ -217,7 +221,8 @@ def run(ctx: BenchContext) -> BenchReport:
     from tether.cloud.dsla.serve import DSLAServe
     from tether.cloud.lm import CacheConfig, EngineConfig, LLMEngine, SchedulerConfig
 
-    torch.set_num_threads(2)
+    threads = int(ctx.options.get("threads", 1 if ctx.quick else 2))
+    torch.set_num_threads(threads)
     t_start = time.perf_counter()
     s = _quick_setup(ctx) if ctx.quick else _full_setup(ctx)
     model, L = s.model, len(s.model.slots)
@@ -305,7 +310,9 @@ def run(ctx: BenchContext) -> BenchReport:
     items = []
     for i, (name, text) in enumerate(s.raw_texts.items()):
         if name != "sharegpt-val":
-            items += quality.cloze_items(text, s.tokenizer, s.cloze_per_repeat * 3 // 2 + 1, seed=10 + i)
+            items += quality.cloze_items(
+                text, s.tokenizer, s.cloze_per_repeat * 3 // 2 + 1, seed=10 + i, context_chars=s.cloze_context
+            )
     items = items[: 3 * s.cloze_per_repeat]
     subsets = [items[i::3] for i in range(3)]
     teacher_long = teacher_short = None
@@ -456,6 +463,7 @@ def run(ctx: BenchContext) -> BenchReport:
                 baseline_values=None if label == "original" else loads["original"]["tokens_per_s"],
             )
         )
+    s.notes.append(f"torch threads per engine: {threads}")
     s.notes.append(f"benchmark took {(time.perf_counter() - t_start) / 60:.1f} min")
 
     def plot(path: Path) -> None:

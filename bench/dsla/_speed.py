@@ -125,6 +125,13 @@ def concurrent_load(
     }
 
 
-def bench_policy() -> PolicyConfig:
-    """The reference thresholds with the cadence scaled to a benchmark of minutes, not hours."""
-    return PolicyConfig(interval_s=1.0, cooldown_s=2.0, max_fraction=1.0)
+def bench_policy(convert_context: int = 1024) -> PolicyConfig:
+    """The reference thresholds (context 1024, revert at 80% of it) with the cadence scaled to a
+    benchmark of minutes, not hours; `convert_context` lower for the tiny --quick prompts."""
+    return PolicyConfig(
+        interval_s=1.0,
+        cooldown_s=2.0,
+        max_fraction=1.0,
+        convert_context=min(convert_context, 1024),
+        revert_context=int(0.8 * min(convert_context, 1024)),
+    )

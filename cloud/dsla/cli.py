@@ -49,6 +49,12 @@ def distill(
     alpha: float = typer.Option(1.0, min=0.0, help="KL(teacher || student) weight."),
     beta: float = typer.Option(0.1, min=0.0, help="Hidden-state MSE weight."),
     seed: int = typer.Option(0),
+    threads: int = typer.Option(
+        2,
+        min=1,
+        max=256,
+        help="torch threads; 1 on a machine shared with other work (OpenMP barriers stall).",
+    ),
     fresh: bool = typer.Option(
         False, "--fresh", help="Delete the chain folder first instead of resuming it."
     ),
@@ -72,7 +78,7 @@ def distill(
     from tether.cloud.lm.checkpoint import load_checkpoint
     from tether.cloud.lm.model import Transformer
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     cfg = DistillConfig(
         n_states=states,
         budget_min=budget_min,

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tether.cloud.dsla.chain import attach
 from tether.cloud.lm import CacheConfig, EngineConfig, LLMEngine, ModelConfig, Tokenizer, Transformer
+
+torch.set_num_threads(
+    1
+)  # tiny tensors: a second thread only adds OpenMP barriers (pytest -n 2 runs two workers)
 
 # 3 layers, 4 query heads on 2 KV heads, the byte-level tokenizer's vocabulary.
 TINY = ModelConfig(
@@ -23,8 +28,6 @@ TINY = ModelConfig(
 
 def tiny_model(seed: int = 0, n_states: int = 2) -> Transformer:
     """The tiny model with a DSLA kind (at its initialisation, gates randomised) on every layer."""
-    import torch
-
     model = Transformer.random(TINY, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
     for impl in attach(model, n_states=n_states):
