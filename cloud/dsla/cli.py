@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
 
@@ -129,11 +130,7 @@ def distill(
     bar = tqdm(
         total=last, initial=chain.num_converted, unit="layer", mininterval=5, file=sys.stderr, desc="distil"
     )
-    fixed = None
-    if steps_from:
-        fixed = {
-            st.layer: (st.local_steps, st.e2e_steps) for st in Chain.open(chains_root() / steps_from).steps
-        }
+    fixed = _StepsFrom(chains_root() / steps_from, log) if steps_from else None
     distiller = Distiller(model, chain, cfg, train, val, log=log, fixed_steps=fixed)
 
     def progress(layer: int, text: str) -> None:
@@ -147,6 +144,40 @@ def distill(
         f"done: {chain.num_converted} of {model.config.n_layer} layers converted "
         f"({chain.num_converted - before} in this run, {(time.perf_counter() - t0) / 60:.1f} min)"
     )
+
+
+class _StepsFrom(Mapping):
+    """Per layer, the (local, e2e) steps another chain trained it with; waits for that chain to get
+    there, so an ablation can run beside the chain it copies."""
+
+    def __init__(self, folder: Path, log, poll_s: float = 30.0, timeout_s: float = 4 * 3600) -> None:
+        from tether.cloud.dsla.chain import Chain
+
+        self.folder, self.log, self.poll_s, self.timeout_s = folder, log, poll_s, timeout_s
+        self.order = Chain.open(folder).order
+
+    def _steps(self) -> dict[int, tuple[int, int]]:
+        from tether.cloud.dsla.chain import Chain
+
+        return {st.layer: (st.local_steps, st.e2e_steps) for st in Chain.open(self.folder).steps}
+
+    def __getitem__(self, layer: int) -> tuple[int, int]:
+        deadline = time.monotonic() + self.timeout_s
+        while layer not in (steps := self._steps()):
+            if time.monotonic() > deadline:
+                raise KeyError(f"{self.folder} never converted layer {layer}")
+            self.log(f"waiting for {self.folder.name} to convert layer {layer}")
+            time.sleep(self.poll_s)
+        return steps[layer]
+
+    def __contains__(self, layer: object) -> bool:
+        return layer in self.order
+
+    def __iter__(self):
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
 
 
 @app.command()

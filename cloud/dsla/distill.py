@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -157,7 +157,7 @@ class Distiller:
         train_tokens: np.ndarray,
         val_tokens: np.ndarray,
         log: Callable[[str], None] = print,
-        fixed_steps: dict[int, tuple[int, int]] | None = None,
+        fixed_steps: Mapping[int, tuple[int, int]] | None = None,
     ) -> None:
         """`fixed_steps`: per layer, (local, e2e) steps to run whatever the clock says (an ablation
         trained exactly as much as the chain it is compared with); the budget still ends the run."""
@@ -218,6 +218,10 @@ class Distiller:
 
     def _convert(self, layer: int, seconds: float, progress) -> ChainStep:
         cfg, impl = self.cfg, self.impls[layer]
+        local_cap, e2e_cap = cfg.local_steps, cfg.e2e_steps
+        fixed = layer in self.fixed_steps
+        if fixed:
+            local_cap, e2e_cap = self.fixed_steps[layer]  # may wait for the chain it copies
         t0 = time.perf_counter()
         partial = self.chain.load_partial()
         if partial is not None:
@@ -238,9 +242,7 @@ class Distiller:
         t0 -= state["elapsed"]
         local_end = t0 + seconds * cfg.local_share
         end = t0 + seconds
-        local_cap, e2e_cap = cfg.local_steps, cfg.e2e_steps
-        if layer in self.fixed_steps:
-            local_cap, e2e_cap = self.fixed_steps[layer]
+        if fixed:
             local_end = end = math.inf
         last_save = time.perf_counter()
 
