@@ -182,49 +182,33 @@ class Adjacency:
     def sample(self, rows: Tensor, fanout: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Up to `fanout` neighbours per row, uniformly without replacement; (counts, cols) in row order.
 
-        Rows with at most 2*fanout neighbours rank random keys over all of them (cost <= 2*fanout a
-        row); larger rows draw offsets and redraw the duplicates (each draw collides with
-        probability < 1/2, so a few rounds finish). Both are uniform over subsets by symmetry.
+        A row with at most `fanout` neighbours keeps them all; the others run Floyd's algorithm
+        (uniform over subsets) on all rows at once: step k draws t in [0, d - fanout + k] and takes
+        t, or d - fanout + k when t is taken. Cost O(rows * fanout^2), no sort over edges.
         """
         if fanout < 1:
             raise ValueError(f"fanout >= 1 must hold, but got {fanout}")
         parts = self._parts()
         counts = [p.counts(rows) for p in parts]
         deg = torch.stack(counts).sum(0)
-        small = deg <= 2 * fanout
+        small = deg <= fanout
         seg, off = [], []
-        # small rows: random key per neighbour, keep the fanout lowest keys of each row
         s_idx = small.nonzero().view(-1)
         d_s = deg[s_idx]
-        total = int(d_s.sum())
-        r = torch.repeat_interleave(torch.arange(len(s_idx)), d_s)
-        o = _segment_arange(d_s, total)
-        key = r.double() + torch.rand(total, generator=generator, dtype=torch.float64)
-        order = torch.argsort(key)
-        rank = torch.empty_like(order)
-        rank[order] = _segment_arange(d_s, total)
-        keep = rank < fanout
-        seg.append(s_idx[r[keep]])
-        off.append(o[keep])
-        # large rows: draw offsets, drop duplicates, redraw what is missing
+        seg.append(torch.repeat_interleave(s_idx, d_s))
+        off.append(_segment_arange(d_s, int(d_s.sum())))
         l_idx = (~small).nonzero().view(-1)
         if len(l_idx):
             d_l = deg[l_idx]
-            got_r = torch.empty(0, dtype=torch.long)
-            got_o = torch.empty(0, dtype=torch.long)
-            need = torch.full((len(l_idx),), fanout, dtype=torch.long)
-            for _ in range(64):
-                rr = torch.repeat_interleave(torch.arange(len(l_idx)), need)
-                oo = (torch.rand(len(rr), generator=generator, dtype=torch.float64) * d_l[rr]).long()
-                oo = torch.minimum(oo, d_l[rr] - 1)
-                keys = torch.unique(torch.cat([got_r, rr]) * int(d_l.max()) + torch.cat([got_o, oo]))
-                # a row holds at most what it had plus what it drew, so never more than fanout
-                got_r, got_o = keys // int(d_l.max()), keys % int(d_l.max())
-                need = fanout - torch.bincount(got_r, minlength=len(l_idx))
-                if int(need.sum()) == 0:
-                    break
-            seg.append(l_idx[got_r])
-            off.append(got_o)
+            chosen = torch.empty(len(l_idx), fanout, dtype=torch.long)  # (m, fanout) offsets
+            for k in range(fanout):
+                j = d_l - fanout + k  # (m,)
+                t = (torch.rand(len(l_idx), generator=generator, dtype=torch.float64) * (j + 1)).long()
+                t = torch.minimum(t, j)
+                taken = (chosen[:, :k] == t.unsqueeze(1)).any(1)
+                chosen[:, k] = torch.where(taken, j, t)
+            seg.append(torch.repeat_interleave(l_idx, fanout))
+            off.append(chosen.view(-1))
         seg_all, off_all = torch.cat(seg), torch.cat(off)
         order = torch.argsort(seg_all, stable=True)
         seg_all, off_all = seg_all[order], off_all[order]
