@@ -17,7 +17,8 @@ Targets: decode throughput at batch 8 and 8K at least 2.3x the baseline at the c
 (the chain's furthest), perplexity there within 15% of the original (ratio >= 1/1.15), and
 dual-state better than single-state at equal conversion (ratio > 1). `--quick` makes a tiny
 random model and tiny chains and checks the contract only.
-Options: `--contexts=512,2048,8192`, `--chain=<name>`, `--ablation=<name>`, `--threads=N` (torch
+Options: `--contexts=512,2048,8192`, `--long-windows=3` (8K windows of the original and the chosen
+level), `--chain=<name>`, `--ablation=<name>`, `--threads=N` (torch
 threads of every engine; default 2, 1 in --quick: on a machine shared with other work, OpenMP's
 barriers stall a 2-thread engine far more than they help).
 """
@@ -305,7 +306,8 @@ def run(ctx: BenchContext) -> BenchReport:
 
     # --- quality ----------------------------------------------------------------------------------
     long_text = "shakespeare-val"
-    long_w = quality.windows(s.texts[long_text], 3, s.ppl_long, seed=1)
+    long_windows = int(ctx.options.get("long_windows", 3))
+    long_w = quality.windows(s.texts[long_text], long_windows, s.ppl_long, seed=1)
     short_w = torch.stack([quality.windows(t, 1, s.ppl_short, seed=2)[0] for t in s.texts.values()])
     items = []
     for i, (name, text) in enumerate(s.raw_texts.items()):
@@ -320,13 +322,14 @@ def run(ctx: BenchContext) -> BenchReport:
     for label, n, kind in variants:
         ctx.progress(f"quality {label}")
         speed.set_level(model, s.order, n, kind)
-        n_long = 3 if label in ("original", chosen_label) else 1
-        p_long, top_long, a_long = quality.score_windows(model, long_w[:n_long], teacher_long)
-        p_short, top_short, a_short = quality.score_windows(model, short_w, teacher_short)
+        n_long = long_windows if label in ("original", chosen_label) else 1
+        p_long, top_long, a_long, fwd_long = quality.score_windows(model, long_w[:n_long], teacher_long)
+        p_short, top_short, a_short, _ = quality.score_windows(model, short_w, teacher_short)
         if label == "original":
             teacher_long, teacher_short = top_long, top_short
             a_long, a_short = [1.0] * n_long, [1.0] * len(short_w)
         q[label] = {
+            "forward": fwd_long,
             "long": p_long,
             "short": p_short,
             "agree_long": a_long,
@@ -375,6 +378,17 @@ def run(ctx: BenchContext) -> BenchReport:
                     baseline_values=base["short"][j],
                 )
             )
+        rows.append(
+            row(
+                f"dense forward tokens/s ctx{s.ppl_long} {label}",
+                q[label]["forward"],
+                "tokens/s",
+                "higher",
+                params=params,
+                baseline="original",
+                baseline_values=base["forward"][: len(q[label]["forward"])],
+            )
+        )
         rows.append(
             row(
                 f"top-1 agreement ctx{s.ppl_long} {label}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,12 +50,14 @@ def score_windows(
     wins: torch.Tensor,
     teacher_top1: list[torch.Tensor] | None = None,
     slice_len: int = 1024,
-) -> tuple[list[float], list[torch.Tensor], list[float]]:
-    """Per window: perplexity of next-token prediction, the top-1 predictions, and (with the
-    teacher's) the fraction of positions where they agree."""
-    ppls, tops, agree = [], [], []
+) -> tuple[list[float], list[torch.Tensor], list[float], list[float]]:
+    """Per window: perplexity of next-token prediction, the top-1 predictions, (with the teacher's)
+    the fraction of positions where they agree, and the forward pass's speed in tokens/s."""
+    ppls, tops, agree, speed = [], [], [], []
     for i, w in enumerate(wins):
+        t0 = time.perf_counter()
         h = _final_hidden(model, w[None])[0]  # (T, E)
+        speed.append(w.shape[0] / (time.perf_counter() - t0))
         nll, top = [], []
         for s in range(0, h.shape[0] - 1, slice_len):
             logits = F.linear(h[s : min(s + slice_len, h.shape[0] - 1)], model.output_weight)
@@ -65,7 +68,7 @@ def score_windows(
         tops.append(torch.cat(top))
         if teacher_top1 is not None:
             agree.append(float((tops[-1] == teacher_top1[i]).float().mean()))
-    return ppls, tops, agree
+    return ppls, tops, agree, speed
 
 
 @dataclass(frozen=True)
