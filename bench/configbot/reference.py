@@ -128,7 +128,8 @@ def run_reference(ctx: BenchContext, spec: Path, scenarios: tuple[str, ...] = SC
             )
         )
     old = load_reference()
-    if old is not None:  # a partial rerun (--scenarios=...) keeps the other scenarios' results, with their dates
+    # A partial rerun (--scenarios=...) keeps the other scenarios' results, with their dates.
+    if old is not None:
         for name, entry in old.get("scenarios", {}).items():
             if name not in doc["scenarios"]:
                 doc["scenarios"][name] = {**entry, "date": entry.get("date", old.get("date"))}
