@@ -60,16 +60,24 @@ class _ClockTrace:
         with self._lock:
             self.points = []
 
-    def wall_at(self, sim_t: float) -> float | None:
+    def point_at(self, sim_t: float) -> tuple[float, float] | None:
+        """(wall, sim) of the first tick at or after `sim_t` (the last tick, if the run ended within 0.1 s)."""
         with self._lock:
             for wall, st in self.points:
                 if st >= sim_t:
-                    return wall
+                    return wall, st
+            if self.points and sim_t - self.points[-1][1] < 0.1:
+                return self.points[-1]
         return None
 
+    def wall_at(self, sim_t: float) -> float | None:
+        p = self.point_at(sim_t)
+        return None if p is None else p[0]
+
     def rtf(self, s0: float, s1: float) -> float | None:
-        a, b = self.wall_at(s0), self.wall_at(s1)
-        return (s1 - s0) / (b - a) if a is not None and b is not None and b > a else None
+        """Simulated seconds per wall second between the ticks at s0 and s1."""
+        a, b = self.point_at(s0), self.point_at(s1)
+        return (b[1] - a[1]) / (b[0] - a[0]) if a is not None and b is not None and b[0] > a[0] else None
 
 
 def _scenario_file(name: str, duration: float, shift: dict[str, float], tmp: Path) -> Path:
@@ -110,18 +118,30 @@ def _measure(
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     clock.reset()
-    log = (log_dir / f"{Path(scenario).stem}-{time.strftime('%H%M%S')}.log").open("w")
+    stem = f"{Path(scenario).stem}-{time.strftime('%H%M%S')}"
+    log = (log_dir / f"{stem}.log").open("w")
     t0 = time.monotonic()
     try:
         run = run_stack(
-            scenario, duration=duration, args=args, on_start=cpu.add, output=log.write, router=False
+            scenario,
+            duration=duration,
+            args=args,
+            on_start=cpu.add,
+            output=lambda line: log.write(line.rstrip("\n") + "\n"),
+            router=False,
+            report_path=log_dir / f"{stem}.json",
         )
     finally:
         stop.set()
         sampler.join()
         log.close()
-    out: dict = {"report": run.report, "wall_s": time.monotonic() - t0, "windows": {}}
-    for name, s0, s1 in windows:
+    out: dict = {"report": run.report, "wall_s": time.monotonic() - t0, "windows": {}, "slips": None}
+    if run.report is not None:
+        out["slips"] = run.report.get("slips")
+    # Windows count from the mission's start (the robot's first command), as the scenario's events do.
+    offset = float((run.report or {}).get("mission_start_s") or 0.0)
+    for name, w0, w1 in windows:
+        s0, s1 = w0 + offset, w1 + offset
         a, b = clock.wall_at(s0), clock.wall_at(s1)
         if a is None or b is None:
             ctx.progress(f"{scenario}: window {name} [{s0}, {s1}] s not covered by /clock; skipped")
@@ -161,34 +181,35 @@ def run(ctx: BenchContext) -> BenchReport:
     log_dir = ctx.out_dir / "robot-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     args = {} if _ensure_model(ctx) else {"perception": "false"}
+    # A cgroup stack of our own: another run on this machine may be using the default, `robot`.
+    args["stack"] = f"benchrobot{os.getpid()}"
+    # Nominal and contention runs alternate, so that whatever else this machine does drifts over both.
     if quick:
         plan = [
-            ("nominal", _scenario_file("nominal", 16, {}, tmp), 16, [("all", 4, 16)], 1),
+            ("nominal", _scenario_file("nominal", 10, {}, tmp), 10, [("all", 3, 10), ("late", 5, 10)]),
             (
                 "contention",
-                _scenario_file("contention", 16, {"start_contention": 4}, tmp),
-                16,
-                [("contended", 7, 16)],
-                1,
+                _scenario_file("contention", 10, {"start_contention": 3}, tmp),
+                10,
+                [("contended", 5, 10)],
             ),
         ]
     else:
-        plan = [
-            ("nominal", "nominal", 45, [("all", 8, 45)], 3),
-            (
-                "contention",
-                _scenario_file("contention", 45, {"start_contention": 10}, tmp),
-                45,
-                [("before", 4, 10), ("contended", 15, 45)],
-                3,
-            ),
-            ("crowded", "crowded", 45, [("all", 8, 45)], 1),
+        # "late": the same stretch of the mission as contention's contended window, for the comparison.
+        nominal = ("nominal", "nominal", 40, [("all", 8, 40), ("late", 14, 40)])
+        contention = (
+            "contention",
+            _scenario_file("contention", 40, {"start_contention": 10}, tmp),
+            40,
+            [("before", 3, 10), ("contended", 14, 40)],
+        )
+        plan = [nominal, contention] * 3 + [
+            ("crowded", "crowded", 40, [("all", 8, 40)]),
             (
                 "power_drop",
-                _scenario_file("power_drop", 60, {"set_power_mode": 30}, tmp),
-                60,
-                [("MAXN", 8, 30), ("15W", 35, 60)],
-                1,
+                _scenario_file("power_drop", 50, {"set_power_mode": 25}, tmp),
+                50,
+                [("MAXN", 5, 25), ("15W", 29, 50)],
             ),
         ]
     router = Router.from_settings()
@@ -196,18 +217,24 @@ def run(ctx: BenchContext) -> BenchReport:
     monitor = TopicMonitor(TOPICS)
     clock = _ClockTrace(monitor.node)
     results: dict[str, list[dict]] = {}
+    failures: list[str] = []
     try:
-        for name, scenario, duration, windows, repeats in plan:
-            for i in range(repeats):
-                ctx.progress(f"{name}: run {i + 1}/{repeats} ({duration} simulated s)")
+        for i, (name, scenario, duration, windows) in enumerate(plan):
+            ctx.progress(f"run {i + 1}/{len(plan)}: {name} ({duration} simulated s)")
+            try:
                 results.setdefault(name, []).append(
                     _measure(ctx, monitor, clock, str(scenario), duration, windows, log_dir, args)
                 )
+            except Exception as exc:  # one failed run is reported, the others still count
+                ctx.progress(f"{name}: run failed: {type(exc).__name__}: {exc}")
+                failures.append(f"{name}: {type(exc).__name__}: {exc}")
     finally:
         monitor.close()
         shutdown()
         router.close()
-    return _report(results, quick, args)
+    report = _report(results, quick, args)
+    report.notes += [f"run failed: {f}" for f in failures]
+    return report
 
 
 def _report(results: dict[str, list[dict]], quick: bool, args: dict) -> BenchReport:
@@ -225,7 +252,7 @@ def _report(results: dict[str, list[dict]], quick: bool, args: dict) -> BenchRep
         return vals
 
     main_window = {"nominal": "all", "crowded": "all", "contention": "contended", "power_drop": "15W"}
-    nominal_cmd = window_values("nominal", "all", lambda w: w["rates"]["cmd_vel"])
+    nominal_cmd = window_values("nominal", "late", lambda w: w["rates"]["cmd_vel"])
     rtf = window_values("nominal", "all", lambda w: w["rtf"])
     rows.append(
         row(
@@ -237,10 +264,32 @@ def _report(results: dict[str, list[dict]], quick: bool, args: dict) -> BenchRep
             params={"scenario": "nominal", "cores": _cores()},
         )
     )
+    slips = [r["slips"] for r in results.get("nominal", []) if r.get("slips") is not None]
+    if slips:
+        rows.append(
+            row(
+                "nominal: times the simulator fell > 0.25 s behind real time",
+                slips,
+                "count",
+                "lower",
+                target=0,
+                params={
+                    "scenario": "nominal",
+                    "note": "the simulator is paced to real time: RTF 1.0 is its ceiling",
+                },
+            )
+        )
     cont_cmd = window_values("contention", "contended", lambda w: w["rates"]["cmd_vel"])
     if nominal_cmd and cont_cmd:
         base = statistics.median(nominal_cmd)
-        degr = [1.0 - c / base for c in cont_cmd]
+        # Runs alternate nominal, contention: each contention run against the nominal run just before it.
+        pairs = list(zip(nominal_cmd, cont_cmd))
+        degr = (
+            [1.0 - c / n for n, c in pairs]
+            if len(pairs) == len(cont_cmd)
+            else [1.0 - c / base for c in cont_cmd]
+        )
+        before = window_values("contention", "before", lambda w: w["rates"]["cmd_vel"])
         rows.append(
             row(
                 "contention: cmd_vel rate drop below nominal",
@@ -248,7 +297,11 @@ def _report(results: dict[str, list[dict]], quick: bool, args: dict) -> BenchRep
                 "fraction",
                 "higher",
                 target=0.30,
-                params={"nominal_hz": base, "contention_hz": statistics.median(cont_cmd)},
+                params={
+                    "nominal_hz": base,
+                    "contention_hz": statistics.median(cont_cmd),
+                    "same_run_before_hz": statistics.median(before) if before else None,
+                },
             )
         )
     for name, runs in results.items():
