@@ -20,6 +20,7 @@ intra-op threads contend badly under load).
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -55,7 +56,8 @@ QUICK = Sizes(graph="quick", groups=3, per_group=1, calibration=1, reps=3, worke
 
 @dataclass
 class MethodResult:
-    latency: list[list[float]] = field(default_factory=list)  # [rep][request] ms
+    latency: list[list[float]] = field(default_factory=list)  # [rep][request] wall-clock ms
+    cpu: list[list[float]] = field(default_factory=list)  # [rep][request] CPU ms of the serving thread
     correct: list[int] = field(default_factory=list)  # per evaluation request
     recomputed: float = 0.0  # mean share of changed neighbours recomputed
 
@@ -64,6 +66,9 @@ class MethodResult:
 
     def p99(self) -> list[float]:
         return [_quantile(r, 0.99) for r in self.latency]
+
+    def cpu50(self) -> list[float]:
+        return [statistics.median(r) for r in self.cpu]
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -87,18 +92,26 @@ def _group_acc(correct: list[int], sizes: Sizes, batch: int) -> list[float]:
     return [100.0 * sum(correct[i * g : (i + 1) * g]) / (g * batch) for i in range(sizes.groups)]
 
 
-def _time_methods(server, requests, methods: dict, reps: int) -> dict[str, list[list[float]]]:
-    """Latency per method, rep and request; methods take turns on each request (fair under load)."""
-    out = {name: [[] for _ in range(reps)] for name in methods}
+def _time_methods(
+    server, requests, methods: dict, reps: int
+) -> dict[str, tuple[list[list[float]], list[list[float]]]]:
+    """Wall-clock and thread-CPU ms per method, rep and request; methods take turns on each request.
+
+    With one torch thread all serving work runs in this thread, so its CPU time is the latency
+    an unloaded machine would show; on a shared machine wall-clock time adds the waits for a core.
+    """
+    wall = {name: [[] for _ in range(reps)] for name in methods}
+    cpu = {name: [[] for _ in range(reps)] for name in methods}
     for req in requests:
         for m in methods.values():
             server.infer(req, m)  # warm-up: page cache, allocator
         for rep in range(reps):
             for name, m in methods.items():
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.thread_time()
                 server.infer(req, m)
-                out[name][rep].append((time.perf_counter() - t) * 1e3)
-    return out
+                cpu[name][rep].append((time.thread_time() - c) * 1e3)
+                wall[name][rep].append((time.perf_counter() - t) * 1e3)
+    return {name: (wall[name], cpu[name]) for name in methods}
 
 
 def _calibrate(server, requests, exact_correct: int, total: int) -> float:
@@ -134,6 +147,7 @@ def run(ctx: BenchContext) -> BenchReport:
     if missing:
         ctx.progress(f"artefacts ready in {time.perf_counter() - t0:.0f} s")
     torch.set_num_threads(threads)
+    load_start = os.getloadavg()[0]
 
     split = bundle.load_split()
     need = sizes.calibration + sizes.groups * sizes.per_group
@@ -167,11 +181,12 @@ def run(ctx: BenchContext) -> BenchReport:
             res[k].correct, res[k].recomputed = _accuracy(server, evals, m)
         timing = _time_methods(server, evals, methods, sizes.reps)
         for k in methods:
-            res[k].latency = timing[k]
+            res[k].latency, res[k].cpu = timing[k]
         acc = {k: _group_acc(r.correct, sizes, batch) for k, r in res.items()}
         p = {"model": name, "budget": budget, "requests": len(evals), "batch": batch, "threads": threads}
 
         for k in methods:
+            rows.append(row(f"{name} {k} cpu time p50", res[k].cpu50(), "ms", "lower", params=p))
             rows.append(row(f"{name} {k} latency p50", res[k].p50(), "ms", "lower", params=p))
             rows.append(row(f"{name} {k} latency p99", res[k].p99(), "ms", "lower", params=p))
             rows.append(row(f"{name} {k} accuracy", acc[k], "%", "higher", params=p))
@@ -199,6 +214,18 @@ def run(ctx: BenchContext) -> BenchReport:
                 target=3.0 if deep else None,
             )
         )
+        for base in ("exact", "sampled"):  # the same ratios on CPU time (no target: the contract is latency)
+            rows.append(
+                row(
+                    f"{name} omega cpu time vs {base}",
+                    res["omega"].cpu50(),
+                    "ms",
+                    "lower",
+                    params=p,
+                    baseline=base,
+                    baseline_values=res[base].cpu50(),
+                )
+            )
         drop = [e - o for e, o in zip(acc["exact"], acc["omega"], strict=True)]
         rows.append(
             row(
@@ -240,10 +267,13 @@ def run(ctx: BenchContext) -> BenchReport:
         curve = []
         for b in BUDGETS:
             correct, _ = _accuracy(server, evals, Selective(b))
-            lat = _time_methods(server, evals, {"b": Selective(b)}, 1)["b"][0]
+            lat = _time_methods(server, evals, {"b": Selective(b)}, 1)["b"][0][0]
             curve.append((b, 100.0 * sum(correct) / (len(evals) * batch), statistics.median(lat)))
         curves[name] = curve
-        summary[name] = {k: (statistics.mean(acc[k]), statistics.median(res[k].p50())) for k in methods}
+        summary[name] = {
+            k: (statistics.mean(acc[k]), statistics.median(res[k].p50()), statistics.median(res[k].cpu50()))
+            for k in methods
+        }
         summary[name]["budget"] = budget
         if deep:
             for b, a, ms in curve:
@@ -254,6 +284,11 @@ def run(ctx: BenchContext) -> BenchReport:
 
     scaling = _scaling(ctx, bundle, sizes, evals, summary[sizes.parallel_model]["budget"], rows)
     notes = _notes(bundle, split, sizes, summary, threads)
+    notes.append(
+        f"machine load (1-min average) {load_start:.1f} when timing began and {os.getloadavg()[0]:.1f} at the end, "
+        f"on {os.cpu_count()} cores: wall-clock latency includes waits for a core, which inflate short requests "
+        "most; the 'cpu time' rows give the serving thread's own work"
+    )
     return BenchReport(rows, plot=lambda path: _plot(path, curves, summary, scaling), notes=notes)
 
 
@@ -268,7 +303,7 @@ def _scaling(ctx, bundle, sizes: Sizes, evals, budget: float, rows: list[Row]) -
     for w in sizes.workers:
         ctx.progress(f"graph-parallel {model}: {w} worker process(es)")
         with ParallelServer(bundle.root, model, w, threads=1) as ps:
-            lat[w] = _time_methods(ps, evals, methods, sizes.reps)
+            lat[w] = {k: v[0] for k, v in _time_methods(ps, evals, methods, sizes.reps).items()}
     scaling = {}
     for k in methods:
         base = [statistics.median(r) for r in lat[1][k]]
@@ -325,9 +360,9 @@ def _plot(path: Path, curves: dict, summary: dict, scaling: dict) -> None:
     ax = axes[0]
     for name, curve in curves.items():
         (line,) = ax.plot([c[2] for c in curve], [c[1] for c in curve], "o-", label=f"{name} omega")
-        ex_acc, ex_ms = summary[name]["exact"]
+        ex_acc, ex_ms, _ = summary[name]["exact"]
         ax.plot([ex_ms], [ex_acc], "*", ms=12, color=line.get_color())
-        sa_acc, sa_ms = summary[name]["sampled"]
+        sa_acc, sa_ms, _ = summary[name]["sampled"]
         ax.plot([sa_ms], [sa_acc], "s", ms=7, color=line.get_color(), mfc="none")
     ax.set_xscale("log")
     ax.set_xlabel("latency p50 (ms, log)")

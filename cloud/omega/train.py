@@ -53,11 +53,12 @@ def train_model(
         loss = F.cross_entropy(out[train_idx], g.y[train_idx])
         loss.backward()
         opt.step()
-        if epoch == 1 and progress is not None:
-            per = time.perf_counter() - t0
-            progress(
-                f"training {config.name}: ~{per * train.epochs * 1.15:.0f} s ({train.epochs} epochs x {per:.2f} s)"
-            )
+        if epoch == 1:
+            t1 = time.perf_counter()  # the first epoch pays one-off set-up: estimate from the second
+        if progress is not None and (epoch == 2 or train.epochs == 1):
+            per = time.perf_counter() - (t1 if epoch == 2 else t0)
+            left = per * (train.epochs - epoch) * 1.15  # + evaluation passes
+            progress(f"training {config.name}: ~{left:.0f} s left ({train.epochs} epochs, {per:.2f} s each)")
         if epoch % train.eval_every == 0 or epoch == train.epochs:
             model.eval()
             with torch.no_grad():
