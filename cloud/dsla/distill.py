@@ -199,16 +199,20 @@ class Distiller:
         deadline = start + cfg.budget_min * 60
         last = L if cfg.max_layers == 0 else min(cfg.max_layers, L)
         target = min(max(math.ceil(cfg.target_fraction * L), 1), last)
+        overrun: list[float] = []  # seconds each layer took beyond its share
         while self.chain.num_converted < last:
             left = deadline - time.perf_counter()
             if left <= 0:
                 self.log("time budget spent; run the command again to resume the chain")
                 break
             n = self.chain.num_converted
-            # Plan the rest of the budget over the layers still needed for the target (then the rest).
+            # Plan the rest of the budget over the layers still needed for the target (then the rest),
+            # less what a layer costs beyond its share (targets, calibration, the last steps, validation).
             share = left / max((target if n < target else last) - n, 1)
+            share = max(share - float(np.median(overrun)) if overrun else share, 0.2 * share)
             layer = self.chain.order[n]
             step = self._convert(layer, share, progress)
+            overrun.append(max(step.seconds - share, 0.0))
             self.log(
                 f"step {n + 1}/{last}: layer {layer} in {step.seconds:.0f} s ({step.local_steps} local, "
                 f"{step.e2e_steps} e2e steps), local loss {_fmt(step.local_loss)}, e2e loss {_fmt(step.e2e_loss)}, "
