@@ -105,10 +105,13 @@ class DSLAServe:
         self.policy.changed(self.clock())
         self.set_level(n)
 
-    def set_level(self, n: int, timeout: float | None = 120.0) -> None:
-        """Convert or revert one layer at a time until `n` layers are converted (blocking)."""
+    def set_level(self, n: int, timeout: float | None = 120.0, *, auto: bool = False) -> None:
+        """Convert or revert one layer at a time until `n` layers are converted (blocking). With
+        `auto` (a policy decision), nothing happens once a manual setting has taken over."""
         self.check_level(n)
         with self._lock:
+            if auto and self.mode != "auto":
+                return
             while self.level < n:
                 self.engine.call(self._convert_next).result(timeout)
             while self.level > n:
@@ -165,7 +168,7 @@ class DSLAServe:
         load = load or self.load()
         target = self.policy.decide(load, self.level, self.clock())
         if target != self.level:
-            self.set_level(target)
+            self.set_level(target, auto=True)
         return self.level
 
     def start(self) -> DSLAServe:
