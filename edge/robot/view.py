@@ -25,9 +25,16 @@ def floor_plan(grid: GridMap, status: dict, cols: int = 80) -> Text:
     cell = w / cols
     rows = max(1, int(h / (2 * cell)))
     canvas = np.full((rows, cols), " ", dtype="<U1")
-    rr = np.minimum((np.arange(rows)[:, None] * 2 * cell).astype(int), h - 1)
-    cc = np.minimum((np.arange(cols)[None, :] * cell).astype(int), w - 1)
-    canvas[occ[rr, cc]] = "#"
+    # Max-pool each character's block of cells, so that thin walls stay visible.
+    r_edges = np.minimum((np.arange(rows + 1) * 2 * cell).astype(int), h)
+    c_edges = np.minimum((np.arange(cols + 1) * cell).astype(int), w)
+    for r in range(rows):
+        for c in range(cols):
+            if occ[
+                r_edges[r] : max(r_edges[r + 1], r_edges[r] + 1),
+                c_edges[c] : max(c_edges[c + 1], c_edges[c] + 1),
+            ].any():
+                canvas[r, c] = "#"
 
     def put(x: float, y: float, ch: str) -> None:
         c = int((x - grid.origin_x) / grid.resolution / cell)

@@ -85,10 +85,10 @@ def _cgroups_writable() -> bool:
 def test_starved_navigation_lowers_cmd_vel_rate_and_worsens_tracking(bus, tmp_path):
     scenario = str(_scenario(tmp_path))
     args = LIGHT
-    fed = run_stack(scenario, duration=10.0, args=args, report_path=tmp_path / "fed.json").report["metrics"]
+    fed = run_stack(scenario, duration=8.0, args=args, report_path=tmp_path / "fed.json").report["metrics"]
     starver = _Starve(0.03)
     starved = run_stack(
-        scenario, duration=10.0, args=args, report_path=tmp_path / "starved.json", hooks=[starver]
+        scenario, duration=8.0, args=args, report_path=tmp_path / "starved.json", hooks=[starver]
     )
     starved = starved.report["metrics"]
     assert starver.capped
