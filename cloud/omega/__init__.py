@@ -11,6 +11,7 @@ computation over torch.distributed ranks.
 from tether.cloud.omega.config import ModelConfig
 from tether.cloud.omega.graphs import Graph, GraphSpec, ServingSplit, generate_graph, split_for_serving
 from tether.cloud.omega.layers import ServingModel
+from tether.cloud.omega.parallel import ParallelServer
 from tether.cloud.omega.plan import Exact, Method, Precomputed, Sampled, Selective, method_from_name
 from tether.cloud.omega.request import Request, RequestError
 from tether.cloud.omega.server import GraphIndex, OmegaServer, RequestStats
@@ -26,6 +27,7 @@ __all__ = [
     "Method",
     "ModelConfig",
     "OmegaServer",
+    "ParallelServer",
     "Precomputed",
     "Request",
     "RequestError",
