@@ -7,10 +7,10 @@ degree-corrected SBM with 300k nodes and 2.7M undirected edges (the existing gra
 whole communities (1024 new nodes), and new nodes' features carry more label signal than
 existing ones, so stored embeddings that never saw them cost precomputed-only serving several
 points. The models train on a 20k-node graph from the same generator. OMEGA's budget per model
-is the smallest of BUDGETS whose accuracy on separate calibration requests is within 0.5 points
-of exact (the paper picks thresholds for < 1% loss); the figures come from the evaluation
-requests, in groups whose accuracy gives the repeats. Latency: every method in turn on each
-request, `reps` times.
+is the smallest of BUDGETS whose accuracy on separate calibration requests is within
+CALIBRATION_TOLERANCE points of exact (the paper picks thresholds for < 1% loss); the figures
+come from the evaluation requests, in groups whose accuracy gives the repeats. Latency: every
+method in turn on each request, `reps` times.
 
 Training uses torch's default threads; every single-process serving method runs with the same
 thread count (`--threads`, default 1: the machine has 2 cores, often shared with other work, and
@@ -34,6 +34,9 @@ __all__ = ["run"]
 
 BUDGETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
 CURVE_ROW_BUDGETS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
+# calibration accepts a budget this many points below exact, keeping a margin under the 1-point
+# target for the difference between calibration and evaluation requests
+CALIBRATION_TOLERANCE = 0.75
 WORKERS = (1, 2, 4)
 QUICK_WORKERS = (1, 2)  # each start imports torch in every process: --quick keeps to two starts
 
@@ -119,7 +122,7 @@ def _calibrate(server, requests, exact_correct: int, total: int) -> float:
 
     for b in BUDGETS:
         correct, _ = _accuracy(server, requests, Selective(b))
-        if 100.0 * (exact_correct - sum(correct)) / total <= 0.5:
+        if 100.0 * (exact_correct - sum(correct)) / total <= CALIBRATION_TOLERANCE:
             return b
     return 1.0
 
