@@ -261,6 +261,10 @@ def run(ctx: BenchContext) -> BenchReport:
                 speed_at[(label, T, b)] = speed.decode_speed(engine, export, b, s.steps, repeats=3)
                 curves.setdefault((label, b), []).append((T, float(np.median(speed_at[(label, T, b)][0]))))
     engine.stop()
+    del engine  # its KV pool (gigabytes at 8K x 8) goes before the next engine's
+    import gc
+
+    gc.collect()
     for (label, T, b), (rates, ms) in speed_at.items():
         if label == "original":
             continue
@@ -440,7 +444,16 @@ def run(ctx: BenchContext) -> BenchReport:
         w.tolist() for w in quality.windows(s.texts[long_text], s.load_prompts, s.load_prompt_len, seed=3)
     ]
     load_cfg = EngineConfig(
-        cache=CacheConfig(kv_cache_bytes=int(kv_bytes), side_cache_bytes=1 << 30),
+        cache=CacheConfig(
+            kv_cache_bytes=int(
+                1.2
+                * s.load_prompts
+                * (s.load_prompt_len + s.load_max_tokens + 32)
+                * L
+                * model.config.kv_bytes_per_token_per_layer
+            ),
+            side_cache_bytes=1 << 30,
+        ),
         scheduler=SchedulerConfig(max_batch_size=8, max_tokens_per_step=256),
         max_context=s.load_prompt_len + s.load_max_tokens + 16,
     )
