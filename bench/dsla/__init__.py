@@ -25,6 +25,7 @@ barriers stall a 2-thread engine far more than they help).
 
 from __future__ import annotations
 
+import gc
 import math
 import tempfile
 import time
@@ -262,8 +263,6 @@ def run(ctx: BenchContext) -> BenchReport:
                 curves.setdefault((label, b), []).append((T, float(np.median(speed_at[(label, T, b)][0]))))
     engine.stop()
     del engine  # its KV pool (gigabytes at 8K x 8) goes before the next engine's
-    import gc
-
     gc.collect()
     for (label, T, b), (rates, ms) in speed_at.items():
         if label == "original":
