@@ -104,6 +104,7 @@ def _plot_full(results, path: Path) -> None:
                     cb = next((w.clock for w in ws if w.t >= b), None)
                     if ca is not None and cb is not None:
                         ax.axvspan(ca, cb, color="C0", alpha=0.08)
+        ax.set_ylim(0, 40)  # cmd_vel runs at 30 Hz at most; a start-up burst must not squash the picture
         ax.axhline(24, color="k", ls="--", lw=1)
         ax.axvline(60, color="k", ls=":", lw=1)
         ax.set_title(

@@ -42,10 +42,11 @@ def rate_from_arrivals(arrivals: np.ndarray, t0: float, t1: float, before: float
 
     1 / mean inter-arrival (the last arrival before the window anchors the first interval); when
     the open gap from the last arrival to t1 exceeds that mean, it counts as one more interval,
-    so a topic that stops mid-window reads lower, not unchanged.
+    so a topic that stops mid-window reads lower, not unchanged. Under three intervals (a slow
+    topic, a burst of queued messages at start-up) the arrivals per second of the window.
     """
     seq = arrivals if before is None else np.concatenate([[before], arrivals])
-    if seq.size < 2:
+    if seq.size < 4:  # under three intervals (a slow topic, or a burst at start-up): count per second instead
         return arrivals.size / max(t1 - t0, 1e-9)
     iats = np.diff(seq)
     mean = float(iats.mean())

@@ -86,12 +86,14 @@ class Timeline:
 
     def trial_spans(self) -> list[tuple[float, float, int]]:
         """(start, end, trial number) of each trial: settle and measure."""
-        starts = {e["trial"]: e["t"] for e in self.events if e["kind"] == "trial_start"}
-        return [
-            (starts[e["trial"]], e["t"], e["trial"])
-            for e in self.events
-            if e["kind"] == "trial_end" and e["trial"] in starts
-        ]
+        spans, start = [], None
+        for e in self.events:  # each tuning numbers its trials from 0: pair each end with the start before it
+            if e["kind"] == "trial_start":
+                start = e
+            elif e["kind"] == "trial_end" and start is not None:
+                spans.append((start["t"], e["t"], e["trial"]))
+                start = None
+        return spans
 
     def summary(self, from_s: float = 0.0, until_s: float | None = None) -> dict[str, Any]:
         """Fractions of windows with every core constraint holding (all; outside tunings), objective, trials."""
