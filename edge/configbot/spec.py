@@ -202,8 +202,8 @@ class Objective(_Strict):
 
 
 def _objective_signal(text: str, namespace: str) -> Signal:
-    """An objective term: a topic (its rate) or a <node>:<metric>."""
-    return parse_signal("rate" if text.startswith("/") else "metric", text, namespace)
+    """An objective term: a topic (its rate) or a <node>:<metric> (a ':' is never part of a ROS name)."""
+    return parse_signal("metric" if ":" in text else "rate", text, namespace)
 
 
 KnobKind = Literal["cpu_quota", "cpu_weight", "rate_cap", "parameter", "affinity", "power_mode"]

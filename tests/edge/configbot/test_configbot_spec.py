@@ -70,6 +70,20 @@ def test_spec_errors_name_the_line_and_the_rule(spec_file, replace, by, line, wo
     assert words in str(exc.value) and str(path) in str(exc.value)
 
 
+def test_objective_terms_are_topics_or_node_metrics(spec_file):
+    spec = load_spec(
+        spec_file(
+            "name: o\nconstraints: [{rate: /a, min: 1}]\nobjective: {maximize: '/cloud/lm:lm.tokens_per_s'}\n"
+        )
+    )
+    ((sig, weight),) = spec.objective.terms(spec.namespace)
+    assert (sig.kind, sig.node, sig.name, weight) == ("metric", "/cloud/lm", "lm.tokens_per_s", 1.0)
+    spec = load_spec(
+        spec_file("name: o\nconstraints: [{rate: /a, min: 1}]\nobjective: {maximize: /b}\n", "b.yaml")
+    )
+    assert spec.objective.terms(spec.namespace)[0][0].key == "rate(/b)"
+
+
 def test_duplicate_knob_and_bad_yaml_are_located(spec_file):
     dup = GOOD + "  - {node: navigation, kind: cpu_quota, min: 0.2, max: 0.9}\n"
     with pytest.raises(SpecError, match="appears twice") as exc:
