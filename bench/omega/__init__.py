@@ -2,7 +2,7 @@
 precomputed embeddings alone, on GCN, GraphSAGE and GAT (OMEGA, arXiv 2501.08547, section 6).
 
 One graph and one set of requests serve every method. The graph (presets.py, graphs.py) is a
-degree-corrected SBM with 300k nodes and 2.7M undirected edges (the existing graph: 210k nodes,
+degree-corrected SBM with 300k nodes and 2.4M undirected edges (the existing graph: 211k nodes,
 1.2M edges); 30% of every community is held out, a request carries the held-out nodes of a few
 whole communities (1024 new nodes), and new nodes' features carry more label signal than
 existing ones, so stored embeddings that never saw them cost precomputed-only serving several

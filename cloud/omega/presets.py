@@ -15,8 +15,8 @@ from tether.cloud.omega.graphs import GraphSpec
 __all__ = ["GRAPHS", "MODELS", "model_config", "train_config"]
 
 GRAPHS: dict[str, GraphSpec] = {
-    # 300k nodes, 2.7M undirected edges; 30% of every community held out: 87 requests of 1024 new
-    # nodes, and an existing graph of 210k nodes and 1.2M undirected edges. The models train on a
+    # 300k nodes, 2.4M undirected edges; 30% of every community held out: 87 requests of 1024 new
+    # nodes, and an existing graph of 211k nodes and 1.2M undirected edges. The models train on a
     # 20k-node graph from the same generator: training cost stays flat while exact serving, which
     # reads the 3-hop neighbourhood, grows with the served graph (OMEGA's point).
     "bench": GraphSpec(
