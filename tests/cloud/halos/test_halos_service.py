@@ -12,7 +12,7 @@ from tether.cloud.halos.service import HalosNode
 TINY = WorkloadConfig(model=ModelConfig(seq_len=16, d_model=16, n_layer=1, n_head=2), val_windows=8)
 
 
-def _wait(pred, timeout=15.0) -> bool:
+def _wait(pred, timeout=60.0) -> bool:  # liveness only: generous on a loaded machine
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
