@@ -46,7 +46,11 @@ def test_halos_node_publishes_telemetry_and_takes_knobs(bus) -> None:
         10,
     )
     try:
-        assert _wait(lambda: any(r.get("halos.server0.updates", 0) > 0 for r in reports)), reports[-1:]
+
+        def all_servers_updated() -> bool:  # every region's server has applied a worker delta
+            return bool(reports) and all(reports[-1].get(f"halos.server{r}.updates", 0) > 0 for r in range(4))
+
+        assert _wait(all_servers_updated), reports[-1:]
         last = reports[-1]
         for r in range(4):  # the default 4-region topology
             assert f"halos.server{r}.staleness_mean" in last and f"halos.server{r}.train_loss" in last
