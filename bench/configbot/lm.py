@@ -37,7 +37,7 @@ constraints:
   - {{metric: "/cloud/lm_client:client.ttft.p99_ms", max: {ttft_ms}, name: "TTFT p99 <= {ttft_ms} ms"}}
 objective: {{maximize: "/cloud/lm:lm.tokens_per_s"}}
 knobs:
-  - {{node: /cloud/lm, kind: parameter, name: max_batch_size, type: int, min: 1, max: 32, prefer: low}}
+  - {{node: /cloud/lm, kind: parameter, name: max_batch_size, type: int, min: 1, max: 32, prefer: high}}
 trial: {{settle_s: 6, measure_s: 6, max_trials: 8, startup_trials: 3, patience: 3}}
 monitor: {{startup_s: 6, window_s: 10}}
 context: {{load_bins: null, power_mode: false}}
@@ -46,7 +46,8 @@ PROMPT = "Write a short note to a robot about keeping its battery charged and it
 
 
 class LoadClient(Node):
-    """Streams completions from an OpenAI-compatible server at Poisson arrivals; client-side TTFT as telemetry."""
+    """Streams completions from an OpenAI-compatible server at Poisson arrivals; client-side TTFT as telemetry.
+    (Its attributes carry a prefix: a Node's own private names must not be shadowed.)"""
 
     def __init__(
         self,
@@ -63,17 +64,17 @@ class LoadClient(Node):
         super().__init__("lm_client", **kwargs)
         self.host, self.port, self.rate, self.max_tokens = host, port, rate_hz, max_tokens
         self.window_s = window_s
-        self._rng = random.Random(seed)
-        self._lock = threading.Lock()
-        self._first: collections.deque[tuple[float, float]] = collections.deque()  # (time, ttft s)
-        self._tokens: collections.deque[tuple[float, int]] = collections.deque()
+        self._lc_rng = random.Random(seed)
+        self._lc_lock = threading.Lock()
+        self._lc_first: collections.deque[tuple[float, float]] = collections.deque()  # (time, ttft s)
+        self._lc_tokens: collections.deque[tuple[float, int]] = collections.deque()
         self.errors = 0
         self.inflight = 0
-        self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="lm-client")
-        self._model = self._get_model()
-        self._thread = threading.Thread(target=self._arrivals, name="lm-arrivals", daemon=True)
-        self._thread.start()
+        self._lc_stop = threading.Event()
+        self._lc_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="lm-client")
+        self._lc_model = self._get_model()
+        self._lc_thread = threading.Thread(target=self._arrivals, name="lm-arrivals", daemon=True)
+        self._lc_thread.start()
         self.telemetry.add_source(self._metrics)
 
     def _get_model(self) -> str:
@@ -82,19 +83,20 @@ class LoadClient(Node):
         return json.loads(conn.getresponse().read())["data"][0]["id"]
 
     def _arrivals(self) -> None:
-        while not self._stop.wait(self._rng.expovariate(self.rate)):
-            self._pool.submit(self._request)
+        while not self._lc_stop.wait(self._lc_rng.expovariate(self.rate)):
+            self._lc_pool.submit(self._request)
 
     def _request(self) -> None:
         t0 = time.monotonic()
         body = {
-            "model": self._model,
+            "model": self._lc_model,
             "prompt": PROMPT,
             "max_tokens": self.max_tokens,
+            "ignore_eos": True,  # every request the same length: the load is what the rate says
             "stream": True,
             "temperature": 0,
         }
-        with self._lock:
+        with self._lc_lock:
             self.inflight += 1
         try:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
@@ -109,28 +111,28 @@ class LoadClient(Node):
                     break
                 if line.startswith(b"data: "):
                     now = time.monotonic()
-                    with self._lock:
+                    with self._lc_lock:
                         if first:
-                            self._first.append((now, now - t0))
+                            self._lc_first.append((now, now - t0))
                             first = False
-                        self._tokens.append((now, 1))
+                        self._lc_tokens.append((now, 1))
             conn.close()
         except (OSError, http.client.HTTPException):
-            with self._lock:
+            with self._lc_lock:
                 self.errors += 1
         finally:
-            with self._lock:
+            with self._lc_lock:
                 self.inflight -= 1
 
     def _metrics(self) -> dict[str, float]:
         now = time.monotonic()
-        with self._lock:
-            while self._first and self._first[0][0] < now - self.window_s:
-                self._first.popleft()
-            while self._tokens and self._tokens[0][0] < now - self.window_s:
-                self._tokens.popleft()
-            ttft = np.array([s for _, s in self._first]) * 1e3
-            tokens = sum(n for _, n in self._tokens)
+        with self._lc_lock:
+            while self._lc_first and self._lc_first[0][0] < now - self.window_s:
+                self._lc_first.popleft()
+            while self._lc_tokens and self._lc_tokens[0][0] < now - self.window_s:
+                self._lc_tokens.popleft()
+            ttft = np.array([s for _, s in self._lc_first]) * 1e3
+            tokens = sum(n for _, n in self._lc_tokens)
             out = {
                 "client.tokens_per_s": tokens / self.window_s,
                 "client.inflight": float(self.inflight),
@@ -142,9 +144,9 @@ class LoadClient(Node):
         return out
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._lc_stop.set()
+        self._lc_thread.join(timeout=5)
+        self._lc_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _free_port() -> int:
@@ -167,6 +169,12 @@ def _wait_http(port: int, timeout: float) -> bool:
     return False
 
 
+def _seen(ws, key: str) -> list[float]:
+    """The windows' values of `key` where there was one (NaN when none: the queue let no first token out)."""
+    vals = [w.values[key] for w in ws if w.values.get(key) is not None]
+    return vals or [float("nan")]
+
+
 def run_lm(ctx: BenchContext) -> tuple[list, dict, list[str]]:
     from tether.bus import init, shutdown, spin_in_background
     from tether.bus.context import shutdown as close_context
@@ -174,7 +182,7 @@ def run_lm(ctx: BenchContext) -> tuple[list, dict, list[str]]:
     from tether.edge.configbot import BotOptions, ConfigBot, Mode, load_spec
     from tether.settings import override, process_environ, settings
 
-    rate = float(ctx.options.get("lm_rate", 1.5))
+    rate = float(ctx.options.get("lm_rate", 1.0))
     ttft_ms = float(ctx.options.get("lm_ttft_ms", 3000))
     out = ctx.out_dir / "configbot_lm"
     out.mkdir(parents=True, exist_ok=True)
@@ -267,7 +275,7 @@ def run_lm(ctx: BenchContext) -> tuple[list, dict, list[str]]:
             segment_fractions(mon) or [0.0],
             "fraction",
             "higher",
-            target=0.95 if conv else None,
+            target=0.95,
         ),
         row(
             "lm: tokens/s, configbot vs default",
@@ -277,8 +285,20 @@ def run_lm(ctx: BenchContext) -> tuple[list, dict, list[str]]:
             baseline="max_batch_size 8",
             baseline_values=[w.objective or 0.0 for w in d] or [0.0],
         ),
-        row("lm: TTFT p99, configbot", [w.values.get(key) or 0.0 for w in mon] or [0.0], "ms", "lower"),
-        row("lm: TTFT p99, default", [w.values.get(key) or 0.0 for w in d] or [0.0], "ms", "lower"),
+        row(
+            "lm: TTFT p99, configbot (windows with a first token)",
+            _seen(mon, key),
+            "ms",
+            "lower",
+            params={"windows without any first token": sum(w.values.get(key) is None for w in mon)},
+        ),
+        row(
+            "lm: TTFT p99, default (windows with a first token)",
+            _seen(d, key),
+            "ms",
+            "lower",
+            params={"windows without any first token": sum(w.values.get(key) is None for w in d)},
+        ),
     ]
     doc = {
         "best": cb.best,

@@ -343,11 +343,13 @@ class Profiler:
         return float(np.percentile(vals, 95)) if vals else None
 
     def metric(self, fqn: str, name: str, t0: float, t1: float) -> float | None:
-        """Mean of the node's telemetry values received in the window (each covers the second before it)."""
+        """Mean of the node's telemetry values received in the window (each covers the second before it);
+        for a short window that a late sample missed, the latest one of the last 2.5 s (1 Hz jitters)."""
         with self._lock:
-            samples = [
-                m[name] for t, m in self._telemetry.get(fqn, ()) if t0 + 0.2 < t <= t1 + 0.2 and name in m
-            ]
+            series = [(t, m[name]) for t, m in self._telemetry.get(fqn, ()) if t <= t1 + 0.2 and name in m]
+        samples = [v for t, v in series if t > t0 + 0.2]
+        if not samples and series and series[-1][0] > t1 - 2.5:
+            samples = [series[-1][1]]
         return float(np.mean(samples)) if samples else None
 
     @staticmethod
