@@ -382,7 +382,7 @@ class ConfigBot:
                 ):
                     handle_context(self, ctx, "start")
                 else:
-                    tune(self, "start")
+                    handle_context(self, tune(self, "start"), "context change during tuning")
             self.monitor()
         except SpecRuntimeError as exc:
             self.error = str(exc)
@@ -410,7 +410,7 @@ class ConfigBot:
             waited = time.monotonic() - self._tuned_at.get(fp, -math.inf) > backoff
             if len(recent) >= int(mon.window_s) and bad > mon.max_violation_fraction and waited:
                 self.timeline.event(self.now(), "violation", fraction=round(bad, 3), context=fp)
-                tune(self, "violation")
+                handle_context(self, tune(self, "violation"), "context change during tuning")
 
     def finish(self) -> dict[str, Any]:
         if self.state is not State.ERROR:

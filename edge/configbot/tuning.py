@@ -91,8 +91,11 @@ def _wait_for_nodes_back(bot: ConfigBot, limit_s: float) -> None:
             return
 
 
-def tune(bot: ConfigBot, reason: str, warm: dict[str, Any] | None = None, prior: str | None = None) -> None:
-    """Tune in the current context (see the module docstring); leaves the chosen configuration applied."""
+def tune(
+    bot: ConfigBot, reason: str, warm: dict[str, Any] | None = None, prior: str | None = None
+) -> Context | None:
+    """Tune in the current context (see the module docstring); leaves the chosen configuration applied.
+    Returns the new context when one cut the tuning short (the caller handles it: no recursion)."""
     from tether.edge.configbot.bot import State
 
     spec = bot.spec
@@ -101,7 +104,7 @@ def tune(bot: ConfigBot, reason: str, warm: dict[str, Any] | None = None, prior:
     fp = ctx.fingerprint if ctx is not None else "default"
     if not keys:
         bot.note("no knob can be turned (none in the spec, or their actuators are off): monitoring only")
-        return
+        return None
     bot.tunings += 1
     bot.state = State.TUNING
     started = time.monotonic()
@@ -156,6 +159,12 @@ def tune(bot: ConfigBot, reason: str, warm: dict[str, Any] | None = None, prior:
         if n >= spec.trial.startup_trials and best_value is not None and since_better >= spec.trial.patience:
             break
     seconds = round(time.monotonic() - started, 1)
+    if context_moved and bot.tracker.current is not None and not bot.stopping:
+        # Cut short by a new context: nothing converged here, nothing is stored for the old context.
+        bot.timeline.event(bot.now(), "tuning_cut", trials=n, seconds=seconds, context=fp)
+        bot.restore(bot.last_good, "tuning cut short by a context change")
+        bot.state = State.MONITORING
+        return bot.tracker.current
     best = tuner.best()
     bot._tuned_at[fp] = time.monotonic()
     # An infeasible context is retried ever less often (up to 10 min), a feasible one at the base backoff.
@@ -206,18 +215,23 @@ def tune(bot: ConfigBot, reason: str, warm: dict[str, Any] | None = None, prior:
             f"configuration found: {config} (violations, <= 0 holds: {viol})"
         )
     bot.state = State.MONITORING
-    if context_moved and bot.tracker.current is not None and not bot.stopping:
-        handle_context(bot, bot.tracker.current, "context change during tuning")
+    return None
 
 
-def handle_context(bot: ConfigBot, ctx: Context, reason: str) -> None:
-    """A new context: its library configuration, verified over one trial, else a fresh tuning."""
+def handle_context(bot: ConfigBot, ctx: Context | None, reason: str) -> None:
+    """A new context: its library configuration, verified over one trial, else a fresh tuning; again for each
+    context that cuts the previous one short."""
+    while ctx is not None and not bot.stopping:
+        ctx = _enter_context(bot, ctx, reason)
+        reason = "context change during tuning"
+
+
+def _enter_context(bot: ConfigBot, ctx: Context, reason: str) -> Context | None:
     from tether.edge.configbot.bot import State
 
     entry = bot.library.lookup(ctx.fingerprint) if bot.library is not None and bot.library_lookup else None
     if entry is None:
-        tune(bot, f"{reason}: new context {ctx.fingerprint}")
-        return
+        return tune(bot, f"{reason}: new context {ctx.fingerprint}")
     bot.timeline.event(
         bot.now(), "library_hit", context=ctx.fingerprint, config=entry.config, objective=entry.objective
     )
@@ -246,9 +260,10 @@ def handle_context(bot: ConfigBot, ctx: Context, reason: str) -> None:
             context=ctx.fingerprint,
             reason=f"{reason}: library",
         )
-        return
-    if outcome == "context" and bot.tracker.current is not None:
-        handle_context(bot, bot.tracker.current, reason)
-        return
+        return None
+    if outcome == "context":
+        return bot.tracker.current
     bot.library.invalidate(ctx.fingerprint)  # type: ignore[union-attr]
-    tune(bot, f"{reason}: library configuration failed ({outcome})", warm=entry.config, prior=entry.study)
+    return tune(
+        bot, f"{reason}: library configuration failed ({outcome})", warm=entry.config, prior=entry.study
+    )
