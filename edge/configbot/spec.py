@@ -351,6 +351,9 @@ class ContextSpec(_Strict):
     signals: dict[str, ContextSignal] = {}
     stable_s: float = Field(4.0, ge=0, le=600)
     window_s: float = Field(4.0, gt=0, le=600, description="each part is measured over this window")
+    hysteresis: float = Field(
+        0.25, ge=0, le=1, description="a value must pass a bin edge by this fraction of it to change bins"
+    )
     library: bool = True
 
 

@@ -44,3 +44,11 @@ def test_bin_labels():
     assert [bin_label(v, [1.5]) for v in (0.0, 1.4, 1.5, 9.0)] == ["low", "low", "high", "high"]
     assert [bin_label(v, [1.0, 2.0]) for v in (0.5, 1.5, 2.5)] == ["low", "mid", "high"]
     assert bin_label(5.0, [1, 2, 3, 4]) == "b4"
+    # Hysteresis: near the edge the current bin holds; well past it, the bin changes.
+    assert bin_label(2.7, [2.5], current="low", band=0.25) == "low"
+    assert bin_label(3.2, [2.5], current="low", band=0.25) == "high"
+    assert bin_label(2.2, [2.5], current="high", band=0.25) == "high"
+    assert bin_label(1.8, [2.5], current="high", band=0.25) == "low"
+    assert (
+        bin_label(2.3, [1.0, 2.0], current="low", band=0.25) == "mid"
+    )  # past the first edge, not the second
