@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tether.cloud.lm import packed
 from tether.cloud.lm.config import ModelConfig
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ class SoftmaxAttention(AttentionLayer):
     def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """x (..., n_embd) -> q (..., n_head, hd), k, v (..., n_kv_head, hd); q and k rotated."""
         h, kvh, hd = self.n_head, self.n_kv_head, self.head_dim
-        qkv = F.linear(x, self.wqkv)
+        qkv = packed.linear(x, self.wqkv)  # F.linear, or oneDNN on packed weights inside an engine step
         qk = qkv[..., : (h + kvh) * hd].unflatten(-1, (h + kvh, hd))
         qk = apply_rope(qk, cos, sin)  # q and k rotated together: one set of ops
         v = qkv[..., (h + kvh) * hd :].unflatten(-1, (kvh, hd))
@@ -199,7 +200,7 @@ class SoftmaxAttention(AttentionLayer):
                 keep = torch.ones(length, context + length, dtype=torch.bool).tril_(diagonal=context)
                 y = F.scaled_dot_product_attention(qj, K[None], V[None], attn_mask=keep, enable_gqa=True)
             out[row : row + length] = y[0].transpose(0, 1)
-        return F.linear(out.view(n, h * hd), self.wo)
+        return packed.linear(out.view(n, h * hd), self.wo)
 
 
 # --- the slot: the kinds one layer can take -----------------------------------------------------

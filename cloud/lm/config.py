@@ -109,6 +109,7 @@ class EngineConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     threads: int = 2  # torch intra-op threads of the engine
     max_context: int | None = None  # None = the model's context length
+    packed_weights: bool = True  # GEMMs on oneDNN-packed weight copies (faster; a 2nd copy in memory)
 
     def __post_init__(self) -> None:
         _check("EngineConfig", "threads", self.threads, 1, 1024)

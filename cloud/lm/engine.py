@@ -285,7 +285,7 @@ class LLMEngine:
         ]
         step = self.cache.prepare_step(seqs, chunks, plan.num_decode, [s.samples for s in plan.scheduled])
         with torch.inference_mode():
-            logits = self.model.forward_step(step)
+            logits = self.model.forward_step(step, packed_weights=self.config.packed_weights)
         for r, s in zip(reqs, plan.scheduled, strict=True):
             self.cache.commit(r.seq, s.num_tokens, r.tokens)
         return logits

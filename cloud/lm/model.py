@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tether.cloud.lm import packed
 from tether.cloud.lm.attention import AttentionSlot, SoftmaxAttention, rope_frequencies, rope_tables
 from tether.cloud.lm.batch import StepBatch
 from tether.cloud.lm.checkpoint import Checkpoint, CheckpointError
@@ -44,9 +45,9 @@ class MLP(nn.Module):
         self.w_down = nn.Parameter(torch.empty(cfg.n_embd, cfg.ffn_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_up = F.linear(x, self.w_gate_up)
+        gate_up = packed.linear(x, self.w_gate_up)  # F.linear outside an engine step
         gate, up = gate_up[..., : self.ffn_dim], gate_up[..., self.ffn_dim :]
-        return F.linear(F.silu(gate) * up, self.w_down)
+        return packed.linear(F.silu(gate) * up, self.w_down)
 
 
 class Block(nn.Module):
@@ -142,11 +143,15 @@ class Transformer(nn.Module):
         logits = F.linear(x, self.output_weight)
         return (logits, hidden) if return_hidden else logits
 
-    def forward_step(self, step: StepBatch) -> torch.Tensor:
-        """One engine step -> logits (len(step.logit_rows), vocab) for the rows that sample."""
+    def forward_step(self, step: StepBatch, *, packed_weights: bool = True) -> torch.Tensor:
+        """One engine step -> logits (len(step.logit_rows), vocab) for the rows that sample.
+
+        `packed_weights`: the GEMMs run on oneDNN-packed copies of the weights (packed.py);
+        off, they are plain `F.linear` (the same numbers to float32 rounding)."""
         step.cos, step.sin = rope_tables(step.positions, self.inv_freq)  # (N, hd), shared by every layer
-        x = self.tok_emb(step.token_ids)  # (N, n_embd)
-        for block in self.layers:
-            x = block.forward_step(x, step)
-        x = self.norm(x.index_select(0, step.logit_rows))  # only the rows whose next token we sample
-        return F.linear(x, self.output_weight)
+        with packed.enabled(packed_weights):
+            x = self.tok_emb(step.token_ids)  # (N, n_embd)
+            for block in self.layers:
+                x = block.forward_step(x, step)
+            x = self.norm(x.index_select(0, step.logit_rows))  # only the rows whose next token we sample
+            return packed.linear(x, self.output_weight)
