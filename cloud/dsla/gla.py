@@ -100,12 +100,14 @@ def _span(q, k, v, log_g, S, C: int):
     # What each chunk adds to the state, decayed to the chunk's end: (B, H, N, d_k, d_v).
     add = torch.matmul((kc * (last - b).exp()).transpose(-1, -2), vc)
     whole = last.squeeze(-2).exp()  # (B, H, N, d_k)
+    # The state at each chunk's start (one fused op per chunk; `unbind` rather than indexing, whose
+    # backward would write a full-size zero tensor per chunk), then every chunk's read-out at once.
+    before = []
+    for decay, added in zip(whole.unsqueeze(-1).unbind(2), add.unbind(2), strict=True):
+        before.append(S)
+        S = torch.addcmul(added, decay, S)
     q_decayed = qc * b.exp()  # reads the state as it was at the chunk's start
-    inter = []
-    for n in range(qc.shape[2]):
-        inter.append(torch.matmul(q_decayed[:, :, n], S))
-        S = whole[:, :, n].unsqueeze(-1) * S + add[:, :, n]
-    o = o + torch.stack(inter, dim=2)
+    o = o + torch.matmul(q_decayed, torch.stack(before, dim=2))  # (B, H, N, C, d_v)
     return o.permute(0, 2, 3, 1, 4).reshape(B, T, H, -1), S
 
 
@@ -151,7 +153,6 @@ def fold(
     b = gc.cumsum(dim=-2)
     last = b[..., -1:, :]
     add = torch.matmul((kc * (last - b).exp()).transpose(-1, -2), vc)  # (B, H, N, d_k, d_v)
-    whole = last.squeeze(-2).exp()
-    for n in range(kc.shape[2]):
-        S = whole[:, :, n].unsqueeze(-1) * S + add[:, :, n]
+    for decay, added in zip(last.squeeze(-2).exp().unsqueeze(-1).unbind(2), add.unbind(2), strict=True):
+        S = torch.addcmul(added, decay, S)
     return S
