@@ -1,6 +1,8 @@
 """DSLA-Serve: dual-state linear attention, chained distillation, online layer conversion (arXiv 2506.09316).
 
     tether dsla distill                 # the conversion chain of the embedded SmolLM2 (resumable)
+    tether dsla distill --device cuda --precision tf32 --seq-len 1024 --batch-size 8 ...  # larger, on a GPU
+    tether dsla tokens --out t.npz      # the distillation tokens in one file (`distill --tokens t.npz`)
     tether bench dsla                   # speed and quality of its prefixes against the original
     tether dsla serve                   # node /cloud/dsla: `policy`, `converted_layers`, telemetry
 

@@ -161,7 +161,10 @@ class Chain:
             raise ChainError(
                 f"step {self.num_converted} of the chain must convert layer {expected}, not {layer}"
             )
-        tensors = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+        # Stored in the chain's save_dtype (float32 unless the settings say otherwise: bfloat16 halves a
+        # chain that has to travel); loading casts back to the module's float32.
+        dtype = getattr(torch, self.manifest.get("settings", {}).get("save_dtype", "float32"))
+        tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in module.state_dict().items()}
         save_file(tensors, str(self.folder / f"layer_{layer}.safetensors"))
         step.finished_at = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.manifest["steps"].append(asdict(step))
@@ -177,7 +180,7 @@ class Chain:
         path = self.folder / "partial.pt"
         if not path.is_file():
             return None
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=False, map_location="cpu")  # the optimiser moves it back
         return state if state.get("layer") == self.order[self.num_converted] else None
 
     # --- loading into a model ------------------------------------------------------------------

@@ -45,8 +45,28 @@ def distill(
     max_layers: int = typer.Option(0, min=0, help="Stop after this many converted layers (0 = all)."),
     local_steps: int = typer.Option(300, min=0, help="Layer-local steps per layer at most."),
     e2e_steps: int = typer.Option(4, min=0, help="End-to-end steps per layer at most."),
-    bank_batches: int = typer.Option(8, min=1, help="Fixed training batches of 4 x 256 tokens."),
+    bank_batches: int = typer.Option(8, min=1, help="Fixed training batches (batch-size x seq-len tokens)."),
     seq_len: int = typer.Option(256, min=8),
+    batch_size: int = typer.Option(4, min=1, help="Sequences per layer-local step (and per bank batch)."),
+    e2e_batch_size: int = typer.Option(2, min=1, help="Sequences per end-to-end step (<= batch size)."),
+    lr_proj: float = typer.Option(1e-4, min=0.0, help="Adam learning rate of q and o."),
+    lr_gates: float = typer.Option(3e-3, min=0.0, help="Adam learning rate of the gates and the mixture."),
+    local_share: float = typer.Option(
+        0.65, min=0.0, max=1.0, help="Of a layer's time, the share of the layer-local phase."
+    ),
+    val_batch: int = typer.Option(1, min=1, help="Held-out windows for the per-step perplexity."),
+    device: str = typer.Option("cpu", help="cpu or cuda: where the model, the bank and the steps run."),
+    precision: str = typer.Option(
+        "fp32", help="fp32, tf32 (float32 matmuls in TensorFloat-32 on CUDA) or bf16 (autocast)."
+    ),
+    save_dtype: str = typer.Option(
+        "float32", help="Chain step files as float32, bfloat16 or float16 (smaller, to carry a chain)."
+    ),
+    tokens: Optional[Path] = typer.Option(
+        None,
+        help="Read the training and held-out tokens from this .npz (`tether dsla tokens` writes it) "
+        "instead of tokenising the corpora: for a machine without them.",
+    ),
     alpha: float = typer.Option(1.0, min=0.0, help="KL(teacher || student) weight."),
     beta: float = typer.Option(0.1, min=0.0, help="Hidden-state MSE weight."),
     seed: int = typer.Option(0),
@@ -72,7 +92,6 @@ def distill(
     import torch
     from tqdm import tqdm
 
-    from tether.cloud.dsla import corpus
     from tether.cloud.dsla.chain import Chain
     from tether.cloud.dsla.distill import DistillConfig, Distiller, config_dict, sample_batches
     from tether.cloud.dsla.sensitivity import last_row_entropy, sensitivity_order
@@ -92,6 +111,15 @@ def distill(
         alpha=alpha,
         beta=beta,
         seed=seed,
+        batch_size=batch_size,
+        e2e_batch_size=e2e_batch_size,
+        lr_proj=lr_proj,
+        lr_gates=lr_gates,
+        local_share=local_share,
+        val_batch=val_batch,
+        device=device,
+        precision=precision,
+        save_dtype=save_dtype,
     )
     t0 = time.perf_counter()
     ckpt = load_checkpoint()
@@ -101,8 +129,8 @@ def distill(
         shutil.rmtree(folder)
     log = lambda msg: tqdm.write(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stdout)  # noqa: E731
     log(f"model {ckpt.name} loaded in {time.perf_counter() - t0:.0f} s; chain folder {folder}")
-    train = corpus.tokens(ckpt.tokenizer, "train", lambda: corpus.train_text(ckpt.tokenizer))
-    val = corpus.tokens(ckpt.tokenizer, "sharegpt-val", corpus.heldout_texts(ckpt.tokenizer)["sharegpt-val"])
+    train, val, sources = _load_tokens(tokens, ckpt.tokenizer)
+    log(f"tokens: {len(train)} training, {len(val)} held out ({'; '.join(sources)})")
     if Chain.exists(folder):
         chain = Chain.open(folder)
         chain.check_teacher(ckpt.name)
@@ -110,13 +138,19 @@ def distill(
     else:
         import numpy as np
 
-        calib = sample_batches(train, 1, cfg.calib_windows, cfg.calib_len, np.random.default_rng(seed + 100))[
-            0
-        ]
-        entropy = last_row_entropy(model, calib)
-        order = sensitivity_order(entropy)
-        log(f"sensitivity order (lowest entropy first): {order}")
-        settings = config_dict(cfg) | {"sources": corpus.distill_sources(), "train_tokens": int(len(train))}
+        if order_from:
+            source = Chain.open(chains_root() / order_from)
+            source.check_teacher(ckpt.name)
+            order, entropy = source.order, list(source.manifest["entropy"])
+            log(f"order from {order_from}: {order}")
+        else:
+            calib = sample_batches(
+                train, 1, cfg.calib_windows, cfg.calib_len, np.random.default_rng(seed + 100)
+            )[0]
+            entropy = last_row_entropy(model, calib)  # on the CPU: the model moves to the device later
+            order = sensitivity_order(entropy)
+            log(f"sensitivity order (lowest entropy first): {order}")
+        settings = config_dict(cfg) | {"sources": sources, "train_tokens": int(len(train))}
         chain = Chain.create(
             folder,
             teacher=ckpt.name,
@@ -146,14 +180,64 @@ def distill(
     )
 
 
+def _load_tokens(path: Optional[Path], tokenizer) -> tuple:
+    """(training tokens, held-out tokens (ShareGPT validation), sources) from `path` or the corpora."""
+    import numpy as np
+
+    if path is None:
+        from tether.cloud.dsla import corpus
+
+        train = corpus.tokens(tokenizer, "train", lambda: corpus.train_text(tokenizer))
+        val = corpus.tokens(tokenizer, "sharegpt-val", corpus.heldout_texts(tokenizer)["sharegpt-val"])
+        return train, val, corpus.distill_sources()
+    if not path.is_file():
+        raise typer.BadParameter(f"{path} does not exist; write it with `tether dsla tokens --out {path}`")
+    with np.load(path, allow_pickle=False) as f:
+        missing = {"train", "val", "sources"} - set(f.files)
+        if missing:
+            raise typer.BadParameter(
+                f"{path} lacks {sorted(missing)}; write it with `tether dsla tokens --out {path}`"
+            )
+        return f["train"].astype(np.int64), f["val"].astype(np.int64), [str(x) for x in f["sources"]]
+
+
+@app.command()
+def tokens(
+    out: Path = typer.Option(..., help="The .npz to write (train, val: uint16 token ids; sources)."),
+    max_train: int = typer.Option(0, min=0, help="Keep at most this many training tokens (0 = all)."),
+) -> None:
+    """Write the distillation tokens (and the held-out ShareGPT tokens) to one file, for
+    `tether dsla distill --tokens FILE` on a machine that has the model but not the corpora."""
+    import numpy as np
+
+    from tether.cloud.lm.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint()
+    train, val, sources = _load_tokens(None, ckpt.tokenizer)
+    if ckpt.config.vocab_size > 1 << 16:
+        raise typer.BadParameter(
+            f"uint16 holds token ids < 65536, but the vocabulary has {ckpt.config.vocab_size}"
+        )
+    if max_train:
+        train = train[:max_train]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, train=train.astype(np.uint16), val=val.astype(np.uint16), sources=np.array(sources))
+    typer.echo(f"{out}: {len(train)} training and {len(val)} held-out tokens of {ckpt.name}")
+
+
 class _StepsFrom(Mapping):
     """Per layer, the (local, e2e) steps another chain trained it with; waits for that chain to get
     there, so an ablation can run beside the chain it copies."""
 
-    def __init__(self, folder: Path, log, poll_s: float = 30.0, timeout_s: float = 4 * 3600) -> None:
+    def __init__(self, folder: Path, log, poll_s: float = 2.0, timeout_s: float = 4 * 3600) -> None:
         from tether.cloud.dsla.chain import Chain
 
         self.folder, self.log, self.poll_s, self.timeout_s = folder, log, poll_s, timeout_s
+        deadline = time.monotonic() + timeout_s
+        while not Chain.exists(folder):  # the chain it copies may start a moment later
+            if time.monotonic() > deadline:
+                raise FileNotFoundError(f"{folder} never appeared")
+            time.sleep(poll_s)
         self.order = Chain.open(folder).order
 
     def _steps(self) -> dict[int, tuple[int, int]]:
@@ -163,10 +247,13 @@ class _StepsFrom(Mapping):
 
     def __getitem__(self, layer: int) -> tuple[int, int]:
         deadline = time.monotonic() + self.timeout_s
+        waited = False
         while layer not in (steps := self._steps()):
             if time.monotonic() > deadline:
                 raise KeyError(f"{self.folder} never converted layer {layer}")
-            self.log(f"waiting for {self.folder.name} to convert layer {layer}")
+            if not waited:
+                self.log(f"waiting for {self.folder.name} to convert layer {layer}")
+                waited = True
             time.sleep(self.poll_s)
         return steps[layer]
 

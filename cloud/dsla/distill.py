@@ -20,6 +20,13 @@ weights KL by 0.001; here alpha defaults to 1: minutes of CE on a narrow corpus 
 model towards that corpus, and the teacher's distribution is what every other text needs.
 A fixed bank of training batches keeps the teacher's hidden state at every layer (float16),
 so a layer-local step never reruns the prefix.
+
+Devices: `device="cuda"` runs the model, the bank and every step on the GPU (the same command
+runs larger there: longer windows, bigger batches, more steps); `precision` "tf32" lets float32
+matmuls use TensorFloat-32, "bf16" runs the steps under bfloat16 autocast (the teacher's bank
+and targets stay float32; the chunked form's intra-chunk factorisation stays float64 either way).
+`save_dtype` stores each step's parameters in a smaller float type (bfloat16 halves a chain that
+has to travel; loading casts back to float32).
 """
 
 from __future__ import annotations
@@ -62,10 +69,16 @@ class DistillConfig:
     target_fraction: float = 0.8  # the budget is planned to convert this fraction of the layers
     max_layers: int = 0  # stop after this many converted layers (0 = all)
     local_share: float = 0.65  # of a layer's time, for the layer-local phase
+    warmup: int = 20  # steps of a layer over which the learning rates ramp up linearly (Adam's first
+    # steps move every gate weight by about lr at once: without a ramp the loss spikes)
     calib_windows: int = 8
     calib_len: int = 512
     chunk: int = 16
     seed: int = 0
+    val_batch: int = 1  # held-out windows of seq_len for the per-step perplexity
+    device: str = "cpu"  # "cpu" or "cuda" (or "cuda:N")
+    precision: str = "fp32"  # "fp32", "tf32" (float32 matmuls in TF32, CUDA) or "bf16" (autocast)
+    save_dtype: str = "float32"  # what a chain step's parameters are stored as: float32/bfloat16/float16
 
     def __post_init__(self) -> None:
         bounds = {
@@ -85,9 +98,11 @@ class DistillConfig:
             "target_fraction": (0.01, 1.0),
             "max_layers": (0, 10**4),
             "local_share": (0.0, 1.0),
+            "warmup": (0, 10**6),
             "calib_windows": (1, 4096),
             "calib_len": (2, 65536),
             "chunk": (1, 1024),
+            "val_batch": (1, 4096),
         }
         for name, (lo, hi) in bounds.items():
             value = getattr(self, name)
@@ -97,6 +112,19 @@ class DistillConfig:
             raise ValueError(
                 f"DistillConfig: e2e_batch_size <= batch_size must hold, but got {self.e2e_batch_size} > "
                 f"{self.batch_size}; lower e2e_batch_size"
+            )
+        choices = {
+            "precision": ("fp32", "tf32", "bf16"),
+            "save_dtype": ("float32", "bfloat16", "float16"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"DistillConfig.{name} must be one of {allowed}, but got {getattr(self, name)!r}"
+                )
+        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ValueError(
+                f"DistillConfig.device must be 'cpu', 'cuda' or 'cuda:N', but got {self.device!r}"
             )
 
 
@@ -119,11 +147,12 @@ class Bank:
 
     def __init__(self, model: Transformer, batches: torch.Tensor) -> None:
         self.model = model
-        self.tokens = batches
+        device = model.inv_freq.device
+        self.tokens = batches.to(device)
         T = batches.shape[-1]
-        self.cos, self.sin = rope_tables(torch.arange(T), model.inv_freq)
+        self.cos, self.sin = rope_tables(torch.arange(T, device=device), model.inv_freq)
         with torch.no_grad(), teacher_mode(model):
-            self.teacher = [self._hidden(b) for b in batches]
+            self.teacher = [self._hidden(b) for b in self.tokens]
 
     def _hidden(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.model.tok_emb(tokens)
@@ -163,14 +192,22 @@ class Distiller:
         trained exactly as much as the chain it is compared with); the budget still ends the run."""
         self.model, self.chain, self.cfg, self.log = model, chain, cfg, log
         self.fixed_steps = fixed_steps or {}
+        self.device = torch.device(cfg.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("DistillConfig.device is CUDA, but torch sees no GPU here; use device='cpu'")
         for p in model.parameters():
             p.requires_grad_(False)
         self.impls = attach(model, cfg.n_states, cfg.chunk)
         for slot in model.slots:  # the chain alone decides which layers are converted
             slot.active = "softmax"
         chain.load_into(model)
+        model.to(self.device)  # after attach: the DSLA kinds' k/v (a view of the teacher's) move along
+        if cfg.precision == "tf32":
+            torch.backends.cuda.matmul.allow_tf32 = True
         rng = np.random.default_rng(cfg.seed)
-        self.val = sample_batches(val_tokens, 1, 1, cfg.seq_len, np.random.default_rng(cfg.seed + 1))[0]
+        self.val = sample_batches(
+            val_tokens, 1, cfg.val_batch, cfg.seq_len, np.random.default_rng(cfg.seed + 1)
+        )[0].to(self.device)
         t0 = time.perf_counter()
         self.bank = Bank(
             model, sample_batches(train_tokens, cfg.bank_batches, cfg.batch_size, cfg.seq_len, rng)
@@ -179,6 +216,12 @@ class Distiller:
             f"bank: {cfg.bank_batches} x {cfg.batch_size} x {cfg.seq_len} tokens in {time.perf_counter() - t0:.0f} s"
         )
         self.rng = np.random.default_rng(cfg.seed + 2 + chain.num_converted)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bfloat16 autocast for the training steps when precision is "bf16", else nothing."""
+        if self.cfg.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     # --- the chain ------------------------------------------------------------------------------
 
@@ -238,6 +281,13 @@ class Distiller:
             {"params": [params["wq"], params["wo"]], "lr": cfg.lr_proj},
         ]
         opt = torch.optim.Adam(groups)
+        base_lr = [g["lr"] for g in groups]
+
+        def ramp() -> None:  # linear warm-up over the layer's first `warmup` steps (local and e2e together)
+            done = state["local"] + state["e2e"]
+            for g, lr in zip(opt.param_groups, base_lr, strict=True):
+                g["lr"] = lr * min(1.0, (done + 1) / cfg.warmup) if cfg.warmup else lr
+
         state = {"local": 0, "e2e": 0, "local_loss": [], "e2e_loss": [], "elapsed": 0.0}
         if partial is not None:
             opt.load_state_dict(partial["opt"])
@@ -265,6 +315,7 @@ class Distiller:
                 state["q_scales"] = self._calibrate(layer, targets)
                 self.log(f"layer {layer}: q scaled per head by {state['q_scales']}")
             while state["local"] < local_cap and time.perf_counter() < local_end:
+                ramp()
                 loss = self._local_step(layer, targets, opt)
                 state["local"] += 1
                 _record(state["local_loss"], state["local"], loss)
@@ -273,6 +324,7 @@ class Distiller:
                 checkpoint()
         self.model.slots[layer].active = self.chain.kind
         while state["e2e"] < e2e_cap and (time.perf_counter() < end or state["e2e"] == 0):
+            ramp()
             loss = self._e2e_step(layer, opt)
             state["e2e"] += 1
             _record(state["e2e_loss"], state["e2e"], loss)
@@ -312,8 +364,8 @@ class Distiller:
         so at the teacher's q its output is orders of magnitude too large. Returns the scales."""
         impl, block = self.impls[layer], self.model.layers[layer]
         H, d = impl.n_head, impl.head_dim
-        gram = torch.zeros(H, H, dtype=torch.float64)
-        rhs = torch.zeros(H, dtype=torch.float64)
+        gram = torch.zeros(H, H, dtype=torch.float64, device=self.device)
+        rhs = torch.zeros(H, dtype=torch.float64, device=self.device)
         for i in range(min(batches, len(self.bank))):
             x = block.attn_norm(self.bank.teacher[i][layer].float())
             q, k, v, log_g = impl._project(x, self.bank.cos, self.bank.sin)
@@ -323,7 +375,8 @@ class Distiller:
             parts = torch.einsum("bthd,ehd->hbte", mixed, impl.wo.unflatten(1, (H, d))).flatten(1).double()
             gram += parts @ parts.T
             rhs += parts @ targets[i].flatten().double()
-        scales = torch.linalg.solve(gram + 1e-9 * gram.diagonal().mean() * torch.eye(H), rhs)
+        eye = torch.eye(H, dtype=torch.float64, device=self.device)
+        scales = torch.linalg.solve(gram + 1e-9 * gram.diagonal().mean() * eye, rhs)
         impl.wq.unflatten(0, (H, d)).mul_(scales.float()[:, None, None])
         return [round(float(s), 6) for s in scales]
 
@@ -332,9 +385,10 @@ class Distiller:
         block = self.model.layers[layer]
         with torch.no_grad():
             x = block.attn_norm(self.bank.teacher[i][layer].float())
-        y = self.impls[layer].forward_dense(x, self.bank.cos, self.bank.sin)
+        with self._autocast():
+            y = self.impls[layer].forward_dense(x, self.bank.cos, self.bank.sin)
         target = targets[i]
-        loss = F.mse_loss(y, target) / target.pow(2).mean()
+        loss = F.mse_loss(y.float(), target) / target.pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -344,20 +398,22 @@ class Distiller:
         cfg, model = self.cfg, self.model
         i = int(self.rng.integers(len(self.bank)))
         rows = torch.from_numpy(self.rng.choice(cfg.batch_size, cfg.e2e_batch_size, replace=False))
+        rows = rows.to(self.device)
         tokens = self.bank.tokens[i][rows]
         teacher_h = self.bank.teacher[i][:, rows]  # (L + 1, b, T, E)
-        with torch.no_grad():  # the chain's prefix below the layer, earlier conversions included
-            x = model.tok_emb(tokens)
-            for block in model.layers[:layer]:
-                x = block(x, self.bank.cos, self.bank.sin)
-        converted = set(self.chain.converted) | {layer}
-        mse = []
-        for j in range(layer, model.config.n_layer):
-            x = model.layers[j](x, self.bank.cos, self.bank.sin)
-            if j in converted:
-                target = teacher_h[j + 1].float()
-                mse.append(F.mse_loss(x, target) / target.pow(2).mean())
-        logits = F.linear(model.norm(x), model.output_weight)[:, :-1]  # (b, T - 1, V)
+        with self._autocast():
+            with torch.no_grad():  # the chain's prefix below the layer, earlier conversions included
+                x = model.tok_emb(tokens)
+                for block in model.layers[:layer]:
+                    x = block(x, self.bank.cos, self.bank.sin)
+            converted = set(self.chain.converted) | {layer}
+            mse = []
+            for j in range(layer, model.config.n_layer):
+                x = model.layers[j](x, self.bank.cos, self.bank.sin)
+                if j in converted:
+                    target = teacher_h[j + 1].float()
+                    mse.append(F.mse_loss(x.float(), target) / target.pow(2).mean())
+            logits = F.linear(model.norm(x), model.output_weight)[:, :-1].float()  # (b, T - 1, V)
         with torch.no_grad():
             t_logits = F.linear(model.norm(teacher_h[-1].float()), model.output_weight)[:, :-1]
         ce = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
@@ -376,9 +432,17 @@ class Distiller:
 
     @torch.no_grad()
     def val_perplexity(self) -> float:
-        """Perplexity of the chain model as it stands on the held-out batch."""
-        logits = self.model(self.val)[:, :-1]
-        return math.exp(float(F.cross_entropy(logits.flatten(0, 1), self.val[:, 1:].flatten())))
+        """Perplexity of the chain model as it stands on the held-out batch (float32, no autocast)."""
+        model, T = self.model, self.val.shape[1]
+        cos, sin = rope_tables(torch.arange(T, device=self.device), model.inv_freq)
+        nll = 0.0
+        for row in self.val:  # one window at a time: (T, vocab) logits, not (B, T, vocab)
+            x = model.tok_emb(row[None])
+            for block in model.layers:
+                x = block(x, cos, sin)
+            logits = F.linear(model.norm(x[0, :-1]), model.output_weight)
+            nll += float(F.cross_entropy(logits, row[1:], reduction="sum"))
+        return math.exp(nll / (self.val.shape[0] * (T - 1)))
 
 
 def _record(losses: list, step: int, loss: float) -> None:

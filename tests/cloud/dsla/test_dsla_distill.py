@@ -82,3 +82,41 @@ def test_chain_converts_in_sensitivity_order_saves_each_step_and_resumes(tmp_pat
     assert [s.layer for s in more] == order[2:] and resumed.converted == order
     with pytest.raises(ChainError, match="distilled from 'tiny'"):
         resumed.check_teacher("another-model")
+
+
+def test_chain_saved_in_bfloat16_loads_as_the_rounded_float32_weights_and_bad_settings_are_rejected(
+    tmp_path,
+) -> None:
+    teacher = Transformer.random(TINY, seed=0)
+    folder = tmp_path / "bf16"
+    cfg = DistillConfig(
+        **{**CFG.__dict__, "max_layers": 1, "save_dtype": "bfloat16", "precision": "bf16", "warmup": 3}
+    )
+    chain = Chain.create(
+        folder,
+        teacher="tiny",
+        n_layer=3,
+        n_states=2,
+        order=[1, 0, 2],
+        entropy=[0.0] * 3,
+        settings={"save_dtype": "bfloat16"},
+    )
+    [step] = Distiller(teacher, chain, cfg, _tokens(2), _tokens(3), log=lambda _: None).run()
+    trained = {k: v.detach().clone() for k, v in teacher.slots[1].impl("dsla").state_dict().items()}
+    from safetensors.torch import load_file
+
+    stored = load_file(str(folder / "layer_1.safetensors"))
+    assert {t.dtype for t in stored.values()} == {torch.bfloat16}
+    fresh = Transformer.random(TINY, seed=0)
+    Chain.open(folder).load_into(fresh)
+    for name, p in fresh.slots[1].impl("dsla").state_dict().items():
+        assert p.dtype == torch.float32
+        torch.testing.assert_close(p, trained[name].bfloat16().float(), rtol=0, atol=0)
+    assert np.isfinite(step.val_ppl)
+    for bad, match in (
+        ({"device": "tpu"}, "device"),
+        ({"precision": "fp8"}, "precision"),
+        ({"save_dtype": "int8"}, "save_dtype"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            DistillConfig(**bad)
