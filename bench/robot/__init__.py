@@ -4,7 +4,9 @@ Per scenario (nominal, crowded, contention, power_drop) the whole stack runs on 
 (simulator + scan filter, localization, navigation, perception, mapping, each its own process)
 and is measured from outside, as ConfigBot's profiler would: topic rates (1 / mean inter-arrival
 time) and their spread (std of per-second rates), CPU per node, the task's outcome (goals,
-collisions, tracking error) and the simulator's real-time factor (from `/clock`).
+collisions, tracking error) and the simulator's real-time factor (from `/clock`; the simulator is
+paced to real time, so that figure tops out at 1.0: its headroom, simulated seconds per second of
+the loop's own work, says whether it keeps up, together with the count of times it fell behind).
 
 Targets (issue 4): RTF >= 1.0 in nominal with the whole stack on this machine's cores, and the
 contention scenario's background job lowers the cmd_vel rate by at least 30% below nominal
@@ -138,6 +140,7 @@ def _measure(
     out: dict = {"report": run.report, "wall_s": time.monotonic() - t0, "windows": {}, "slips": None}
     if run.report is not None:
         out["slips"] = run.report.get("slips")
+        out["rtf_capacity"] = run.report.get("rtf_capacity")
     # Windows count from the mission's start (the robot's first command), as the scenario's events do.
     offset = float((run.report or {}).get("mission_start_s") or 0.0)
     for name, w0, w1 in windows:
@@ -260,10 +263,30 @@ def _report(results: dict[str, list[dict]], quick: bool, args: dict) -> BenchRep
             rtf,
             "x",
             "higher",
-            target=1.0,
-            params={"scenario": "nominal", "cores": _cores()},
+            params={
+                "scenario": "nominal",
+                "cores": _cores(),
+                "note": "paced to real time, so 1.0 is its ceiling; the headroom row carries the target",
+            },
         )
     )
+    headroom = [r["rtf_capacity"] for r in results.get("nominal", []) if r.get("rtf_capacity")]
+    if headroom:
+        rows.append(
+            row(
+                "nominal: simulator real-time factor headroom (whole stack)",
+                headroom,
+                "x",
+                "higher",
+                target=1.0,
+                params={
+                    "scenario": "nominal",
+                    "cores": _cores(),
+                    "definition": "simulated s per wall s of the simulator loop's own work (sleeps excluded), "
+                    "over the mission, with every node running: the RTF it would reach unpaced",
+                },
+            )
+        )
     slips = [r["slips"] for r in results.get("nominal", []) if r.get("slips") is not None]
     if slips:
         rows.append(

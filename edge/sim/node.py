@@ -136,6 +136,11 @@ class SimNode(Node):
         self._plan = None
         self._rtf = 0.0
         self._slips = 0
+        # Headroom: simulated seconds per wall second the loop spends working (stepping, rendering,
+        # publishing), sleeps excluded; what the real-time factor would be unpaced. > 1 keeps real time.
+        self._rtf_capacity = 0.0
+        self._busy_s = 0.0  # over the mission
+        self._busy_sim_s = 0.0
         self._wall_start = time.monotonic()
         self._mission_wall = self._wall_start
         self._stop = threading.Event()
@@ -239,6 +244,7 @@ class SimNode(Node):
         sim0 = sim.time
         window = (wall0, sim.time)
         next_report = wall0 + 1.0
+        window_busy = 0.0
         waiting_since = wall0
         while not self._stop.is_set() and sim.mission_time < self.duration:
             now = time.monotonic()
@@ -268,15 +274,23 @@ class SimNode(Node):
                 if self._plan is not None:
                     sim.set_plan(self._plan)
                     self._plan = None
+            sim_before = sim.time
             result = sim.step()
             self._publish_due(result.due)
             if result.goal_changed:
                 self._publish_goal()
             for event in result.events:
                 self._apply(event)
+            busy = time.monotonic() - now
+            window_busy += busy
+            if sim.mission_start is not None:
+                self._busy_s += busy
+                self._busy_sim_s += sim.time - sim_before
             if now >= next_report:
                 self._rtf = (sim.time - window[1]) / max(now - window[0], 1e-6)
+                self._rtf_capacity = (sim.time - window[1]) / max(window_busy, 1e-6)
                 window = (now, sim.time)
+                window_busy = 0.0
                 next_report = now + 1.0
                 sim.metrics.wall_time_s = now - self._mission_wall
                 self._write_report(final=False)
@@ -313,6 +327,7 @@ class SimNode(Node):
         m = self.sim.metrics
         return {
             "sim.rtf": self._rtf,
+            "sim.rtf_capacity": self._rtf_capacity,
             "sim.time_s": self.sim.time,
             "sim.mission_time_s": self.sim.mission_time,
             "sim.collisions": float(m.collisions),
@@ -355,6 +370,7 @@ class SimNode(Node):
             "hardware_profile": self.hardware_profile or None,
             "metrics": m.summary(),
             "rtf_last_window": self._rtf,
+            "rtf_capacity": self._busy_sim_s / self._busy_s if self._busy_s > 0 else None,
             "slips": self._slips,
             "events": self.events_log,
         }
