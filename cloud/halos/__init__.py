@@ -1,7 +1,7 @@
 """HALoS (arXiv 2506.04531): hierarchical asynchronous local SGD with local and global parameter servers
 across regions, its baselines, a discrete-event simulator and a Ray deployment.
 
-The algorithm (`servers`, `optim`, `worker`) has no clock and no I/O; `simulator` and `baselines` run
+The algorithm (`servers`, `optim`, `worker`; `replicas` steps many workers at once) has no clock and no I/O; `simulator` and `baselines` run
 it on a virtual clock, `ray_runtime` on Ray actors; `service` puts it on the bus, `cli` on the command line.
 """
 
@@ -18,8 +18,9 @@ from tether.cloud.halos.config import (
     WorkloadConfig,
 )
 from tether.cloud.halos.curve import Curve
-from tether.cloud.halos.experiment import Method, MethodConfigs, simulate
+from tether.cloud.halos.experiment import Method, MethodConfigs, global_steps_within, simulate
 from tether.cloud.halos.optim import DelayedNesterov
+from tether.cloud.halos.replicas import Job, WorkerPool
 from tether.cloud.halos.servers import GlobalServer, LocalServer, Push
 from tether.cloud.halos.simulator import EventLoop, HierarchySim
 from tether.cloud.halos.topology import DEFAULT_TOPOLOGY, Topology, local_steps_for
@@ -38,6 +39,7 @@ __all__ = [
     "HalosConfig",
     "HalosConfigError",
     "HierarchySim",
+    "Job",
     "LMTask",
     "LocalServer",
     "Method",
@@ -49,8 +51,10 @@ __all__ = [
     "Topology",
     "Worker",
     "WorkerOptimConfig",
+    "WorkerPool",
     "WorkerResult",
     "WorkloadConfig",
+    "global_steps_within",
     "local_steps_for",
     "simulate",
 ]

@@ -2,7 +2,8 @@
 synchronous data parallel (all-reduce every step) and DiLoCo (arXiv 2311.08105).
 
 Both advance in lock-step rounds, so a round lasts as long as its slowest worker plus one
-all-reduce across regions (`Topology.allreduce_time`).
+all-reduce across regions (`Topology.allreduce_time`). A round that would end after the run's time
+cap does not happen: the curve's last point is the model as it stands at the cap.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from tether.cloud.halos.config import DiLoCoConfig, RunConfig, WorkerOptimConfig
 from tether.cloud.halos.curve import Curve, Recorder
 from tether.cloud.halos.model import get_flat, set_flat
 from tether.cloud.halos.optim import NesterovSGD, cosine_lr
+from tether.cloud.halos.replicas import Job, WorkerPool
 from tether.cloud.halos.topology import Topology, local_steps_for
-from tether.cloud.halos.worker import Worker
 from tether.cloud.halos.workload import LMTask
 
 __all__ = ["run_diloco", "run_sync"]
@@ -45,14 +46,15 @@ def run_sync(task: LMTask, topology: Topology, optim: WorkerOptimConfig, run: Ru
     )
     rngs = [np.random.default_rng([run.seed, p.worker_id, 0]) for p in places]
     # a step waits for the slowest worker, then for the all-reduce of the gradients
-    step_time = max(topology.compute_time(1, p.relative_speed) for p in places) + topology.allreduce_time(
-        task.n_bytes
-    )
+    step_time = topology.lockstep_round_time(task.n_bytes, [1] * n)
     curve = Curve("sync", run.seed)
     rec = Recorder(curve, task, run, n)
     rec.observe(0.0, 0, lambda: get_flat(model))
     step, now, done = 0, 0.0, False
     while not done:
+        if (step + 1) * step_time > rec.cap:
+            rec.finish_at_cap(step * n, lambda: get_flat(model))
+            break
         batches = [task.batch(rng) for rng in rngs]
         x = torch.cat([b[0] for b in batches])  # (n * B, T)
         y = torch.cat([b[1] for b in batches])
@@ -66,15 +68,16 @@ def run_sync(task: LMTask, topology: Topology, optim: WorkerOptimConfig, run: Ru
             torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
         opt.step()
         step += 1
-        now += step_time
+        now = step * step_time
         done = rec.observe(now, step * n, lambda: get_flat(model))
     curve.real_seconds = time.perf_counter() - t0
     curve.cpu_seconds = time.process_time() - c0
     no_latency = replace(topology, latency_s=tuple((0.0,) * len(r) for r in topology.latency_s))
     curve.stats = {
-        "halos.sim_time_s": now,
+        "halos.sim_time_s": curve.final_time,
         "halos.global_steps": step,
         "step_time_s": step_time,
+        "model_bytes": task.n_bytes,
         "allreduce_s": topology.allreduce_time(task.n_bytes),
         "allreduce_bandwidth_only_s": no_latency.allreduce_time(task.n_bytes),
     }
@@ -89,11 +92,9 @@ def run_diloco(
     t0, c0 = time.perf_counter(), time.process_time()
     places = topology.workers()
     n = len(places)
-    workers = [Worker(p.worker_id, task, optim, run.seed) for p in places]
+    pool = WorkerPool(n, task, optim, run.seed)
     steps = [local_steps_for(cfg.local_steps, p.relative_speed, cfg.speed_scaled) for p in places]
-    round_time = max(
-        topology.compute_time(h, p.relative_speed) for h, p in zip(steps, places, strict=True)
-    ) + topology.allreduce_time(task.n_bytes)
+    round_time = topology.lockstep_round_time(task.n_bytes, steps)
     theta = task.init_theta(run.seed)
     outer = NesterovSGD(theta.numel(), cfg.outer_lr, cfg.outer_momentum, theta.device)
     curve = Curve("diloco", run.seed)
@@ -101,19 +102,21 @@ def run_diloco(
     rec.observe(0.0, 0, theta)
     dispensed, rounds, now, done = 0, 0, 0.0, False
     while not done:
+        if (rounds + 1) * round_time > rec.cap:
+            rec.finish_at_cap(dispensed, theta)
+            break
         start = dispensed / n  # global-step position of this round on the lr schedule
-        total = torch.zeros_like(theta)
-        for w, h in zip(workers, steps, strict=True):
-            total += w.run(theta, start, h).pseudo_grad
+        results = pool.run([Job(p.worker_id, theta, start, h) for p, h in zip(places, steps, strict=True)])
+        total = torch.stack([r.pseudo_grad for r in results]).sum(dim=0)
         dispensed += sum(steps)
         outer.step(theta, total / n)
         rounds += 1
-        now += round_time
+        now = rounds * round_time
         done = rec.observe(now, dispensed, theta)
     curve.real_seconds = time.perf_counter() - t0
     curve.cpu_seconds = time.process_time() - c0
     curve.stats = {
-        "halos.sim_time_s": now,
+        "halos.sim_time_s": curve.final_time,
         "halos.global_steps": dispensed / n,
         "round_time_s": round_time,
         "rounds": rounds,

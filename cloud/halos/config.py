@@ -218,17 +218,25 @@ class SyncConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One simulated training run: the token budget, the evaluation cadence, the seed.
+    """One simulated training run: when it ends, how often it is evaluated, the seed.
 
-    `budget_steps` is in global steps (every worker's batch once; sync's step), so every method
-    consumes the same tokens: budget_steps * n_workers * batch_size sequences.
+    A run ends at whichever comes first: `budget_steps` global steps of tokens folded into the model
+    of record (one global step = every worker's batch once; sync's step), or `time_cap_s` simulated
+    seconds (None: no cap). The curve gets a point every `eval_every` global steps of tokens, or, when
+    `eval_every_s` is set, every `eval_every_s` simulated seconds; and always one at the end.
     """
 
     budget_steps: int = 2000
     eval_every: int = 50  # global steps between validation points
     seed: int = 0
+    time_cap_s: float | None = None
+    eval_every_s: float | None = None
 
     def __post_init__(self) -> None:
         _bound("RunConfig", "budget_steps", self.budget_steps, 1)
         _bound("RunConfig", "eval_every", self.eval_every, 1)
         _bound("RunConfig", "seed", self.seed, 0)
+        if self.time_cap_s is not None:
+            _bound("RunConfig", "time_cap_s", self.time_cap_s, 0.0, lo_open=True)
+        if self.eval_every_s is not None:
+            _bound("RunConfig", "eval_every_s", self.eval_every_s, 0.0, lo_open=True)

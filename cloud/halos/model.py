@@ -1,10 +1,15 @@
 """A small GPT (Radford et al. 2019, pre-norm decoder) trained from scratch on bytes: HALoS's workload.
 
-Shapes: B batch, T sequence, C = d_model, nh heads, hs = C / nh. The output head shares the token
-embedding, so the parameter vector that servers exchange holds it once.
+Shapes: B batch, T sequence, C = d_model, nh heads, hs = C / nh, k replicas. The output head shares
+the token embedding, so the parameter vector that servers exchange holds it once. `replica_loss` is
+the same network evaluated for k flat parameter vectors at once (one batched op per layer), so the
+simulator can step many workers' replicas together; a test holds it equal to `TinyGPT.forward`.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +17,7 @@ from torch import nn
 
 from tether.cloud.halos.config import ModelConfig
 
-__all__ = ["TinyGPT", "get_flat", "set_flat"]
+__all__ = ["ParamLayout", "TinyGPT", "get_flat", "replica_loss", "set_flat"]
 
 
 class _Block(nn.Module):
@@ -93,3 +98,74 @@ def set_flat(model: nn.Module, theta: torch.Tensor) -> None:
         offset += n
     if offset != theta.numel():
         raise ValueError(f"a flat vector of {offset} parameters is needed, but got {theta.numel()}")
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Where each parameter of a `TinyGPT` sits in its flat vector (the order of `parameters()`)."""
+
+    cfg: ModelConfig
+    slots: tuple[tuple[str, int, tuple[int, ...]], ...]  # (name, offset, shape)
+    n_params: int
+    decay_mask: torch.Tensor  # (P,) 1.0 where AdamW decays (matrices), 0.0 elsewhere
+
+    @classmethod
+    def of(cls, model: TinyGPT) -> ParamLayout:
+        slots, offset, mask = [], 0, []
+        for name, p in model.named_parameters():  # the tied head is listed once, as wte.weight
+            slots.append((name, offset, tuple(p.shape)))
+            mask.append(torch.full((p.numel(),), 1.0 if p.dim() >= 2 else 0.0))
+            offset += p.numel()
+        return cls(model.cfg, tuple(slots), offset, torch.cat(mask))
+
+    def views(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-parameter views (k, *shape) of flat vectors `theta` (k, P)."""
+        k = theta.shape[0]
+        return {n: theta[:, o : o + math.prod(s)].view(k, *s) for n, o, s in self.slots}
+
+
+def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # x (k, N, C); w, b (k, C): nn.LayerNorm with each replica's own affine
+    return F.layer_norm(x, x.shape[-1:]) * w[:, None, :] + b[:, None, :]
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # x (k, N, in); w (k, out, in); b (k, out) -> (k, N, out)
+    return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+
+
+def replica_loss(
+    theta: torch.Tensor | dict[str, torch.Tensor],
+    layout: ParamLayout,
+    idx: torch.Tensor,
+    targets: torch.Tensor,
+) -> torch.Tensor:
+    """Mean next-byte cross-entropy of k replicas: `theta` (k, P) or its `layout.views`, `idx`/`targets`
+    (k, B, T) -> (k,).
+
+    Replica r sees only its own batch, so d(loss.sum())/d(theta[r]) is replica r's own gradient.
+    """
+    cfg = layout.cfg
+    p = layout.views(theta) if isinstance(theta, torch.Tensor) else theta
+    k, b, t = idx.shape
+    c, nh, v = cfg.d_model, cfg.n_head, cfg.vocab_size
+    wte = p["wte.weight"]  # (k, V, C)
+    offsets = (torch.arange(k, device=idx.device) * v).view(k, 1, 1)  # replica r's table in the stack
+    x = F.embedding((idx + offsets).view(k, b * t), wte.reshape(k * v, c))  # (k, B*T, C)
+    x = x + p["wpe.weight"][:, :t].repeat(1, b, 1)
+    for i in range(cfg.n_layer):
+        q = f"blocks.{i}."
+        h = _linear(
+            _layer_norm(x, p[q + "ln_1.weight"], p[q + "ln_1.bias"]), p[q + "qkv.weight"], p[q + "qkv.bias"]
+        )
+        # (k*B, nh, T, hs)
+        qs, ks, vs = (z.reshape(k * b, t, nh, c // nh).transpose(1, 2) for z in h.split(c, dim=2))
+        y = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True).transpose(1, 2).reshape(k, b * t, c)
+        x = x + _linear(y, p[q + "proj.weight"], p[q + "proj.bias"])
+        h = _linear(
+            _layer_norm(x, p[q + "ln_2.weight"], p[q + "ln_2.bias"]), p[q + "fc.weight"], p[q + "fc.bias"]
+        )
+        x = x + _linear(F.gelu(h), p[q + "fc_out.weight"], p[q + "fc_out.bias"])
+    logits = torch.bmm(_layer_norm(x, p["ln_f.weight"], p["ln_f.bias"]), wte.transpose(1, 2))  # (k, B*T, V)
+    per_byte = F.cross_entropy(logits.reshape(-1, v), targets.reshape(-1), reduction="none")
+    return per_byte.view(k, b * t).mean(dim=1)

@@ -4,8 +4,10 @@ virtual clock: real training steps, simulated time.
 A worker's task takes  comm(server -> worker) + H_i * step_time / s_i + comm(worker -> server)  seconds
 of virtual time; a push and the global model's return each take one link's comm time. Events at the
 same virtual time run in the order they were scheduled, and every random stream is seeded, so a run
-is a function of its seed. Real steps run when a task's completion event fires (the task's model is
-fixed at dispatch), so tasks that would finish after the budget cost nothing.
+is a function of its seed. A task's model is fixed at dispatch, so its real steps may run any time
+before its completion event: when a completion needs a result, every task dispatched and not yet
+computed runs then, together (`WorkerPool`: one batched op for all of them), and tasks that would
+finish after the run ends cost nothing.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import torch
 
 from tether.cloud.halos.config import AsyncLocalSGDConfig, HalosConfig, RunConfig, WorkerOptimConfig
 from tether.cloud.halos.curve import Curve, Recorder
+from tether.cloud.halos.replicas import Job, WorkerPool
 from tether.cloud.halos.servers import GlobalServer, LocalServer, Push
 from tether.cloud.halos.topology import Topology, WorkerPlace, local_steps_for
-from tether.cloud.halos.worker import Worker
+from tether.cloud.halos.worker import WorkerResult
 from tether.cloud.halos.workload import LMTask
 
 __all__ = ["EventLoop", "HierarchySim"]
@@ -39,6 +42,10 @@ class EventLoop:
     def at(self, delay: float, fn: Callable[[], None]) -> None:
         """Run `fn` `delay` virtual seconds from now."""
         heapq.heappush(self._queue, (self.now + delay, next(self._order), fn))
+
+    def next_time(self) -> float | None:
+        """The time of the next event; None when nothing is left."""
+        return self._queue[0][0] if self._queue else None
 
     def step(self) -> bool:
         """Advance to the next event and run it; False when nothing is left."""
@@ -57,13 +64,14 @@ class _Task:
     version: int
     start_step: float
     n_steps: int
+    result: WorkerResult | None = None  # computed lazily, with the other pending tasks
 
 
 class HierarchySim:
     """Workers -> local servers (-> one global server), simulated. Build with `halos(...)` or `async_local_sgd(...)`.
 
-    `run()` trains to the token budget and returns the validation curve of the model of record (the
-    global server's, or the lone server's). `step()` processes one event, for callers that interleave
+    `run()` trains to the token budget or the time cap and returns the validation curve of the model of
+    record (the global server's, or the lone server's). `step()` processes one event, for callers that interleave
     (the bus service); `set_knobs` changes H, K and alpha mid-run.
     """
 
@@ -83,7 +91,8 @@ class HierarchySim:
     ) -> None:
         self.task, self.topology, self.run_cfg = task, topology, run
         self.places = topology.workers()
-        self.workers = [Worker(p.worker_id, task, optim, run.seed) for p in self.places]
+        self.pool = WorkerPool(len(self.places), task, optim, run.seed)
+        self._pending: list[_Task] = []  # dispatched, steps not yet run
         self.servers, self.server_of, self.global_server = servers, server_of, global_server
         self.local_steps, self.speed_scaled = local_steps, speed_scaled
         self.loop = EventLoop()
@@ -188,21 +197,27 @@ class HierarchySim:
         """Evaluate the initial model and hand every worker its first task."""
         self._started = True
         self._observe(self._record_theta())
+        self._schedule_tick()
         for place in self.places:
             self._dispatch(place)
 
     def step(self) -> bool:
-        """Process one event; False once the budget is spent."""
+        """Process one event; False once the run is over (token budget spent or time cap reached)."""
         if not self._started:
             self.start()
         if self.done:
             return False
-        if not self.loop.step():
+        nxt = self.loop.next_time()
+        if nxt is not None and nxt > self.recorder.cap:
+            self.loop.now = self.recorder.cap
+            self.recorder.finish_at_cap(self._record_steps, self._record_theta())
+            self.done = True
+        elif not self.loop.step():
             self.done = True
         return not self.done
 
     def run(self) -> Curve:
-        """Train to the token budget; the curve of the model of record."""
+        """Train to the token budget or the time cap; the curve of the model of record."""
         t0, c0 = time.perf_counter(), time.process_time()
         while self.step():
             pass
@@ -218,24 +233,35 @@ class HierarchySim:
         if self.recorder.observe(self.loop.now, self._record_steps, theta):
             self.done = True
 
+    def _schedule_tick(self) -> None:
+        """On the time cadence, an event at the next evaluation time, so points fall exactly on it."""
+        due = self.recorder.next_due_time()
+        if due is not None and due <= self.recorder.cap:
+            self.loop.at(due - self.loop.now, self._on_tick)
+
+    def _on_tick(self) -> None:
+        if self.done:
+            return
+        self._observe(self._record_theta())
+        self._schedule_tick()
+
     def _dispatch(self, place: WorkerPlace) -> None:
         server = self.servers[self.server_of[place.worker_id]]
         theta, version = server.dispatch()
         n = local_steps_for(self.local_steps, place.relative_speed, self.speed_scaled)
         task = _Task(place, server, theta, version, self._dispensed / len(self.places), n)
         self._dispensed += n
-        topo, nbytes = self.topology, self.task.n_bytes
-        duration = (
-            topo.comm_time(nbytes, server.region, place.region)
-            + topo.compute_time(n, place.relative_speed)
-            + topo.comm_time(nbytes, place.region, server.region)
-        )
+        self._pending.append(task)
+        duration = self.topology.task_time(self.task.n_bytes, place, server.region, n)
         self.loop.at(duration, lambda: self._on_worker_done(task))
 
     def _on_worker_done(self, task: _Task) -> None:
         if self.done:
             return
-        res = self.workers[task.place.worker_id].run(task.theta, task.start_step, task.n_steps)
+        if task.result is None:
+            self._run_pending()
+        res = task.result
+        assert res is not None
         server = task.server
         push = server.receive(res.pseudo_grad, res.steps, res.loss, task.version)
         if self.global_server is None:
@@ -256,3 +282,10 @@ class HierarchySim:
         self._observe(gps.theta)
         delay = self.topology.comm_time(self.task.n_bytes, gps.region, server.region)
         self.loop.at(delay, lambda: server.merge(theta_g))
+
+    def _run_pending(self) -> None:
+        """Run the steps of every dispatched task not yet computed, in one batch of replicas."""
+        tasks, self._pending = self._pending, []
+        jobs = [Job(t.place.worker_id, t.theta, t.start_step, t.n_steps) for t in tasks]
+        for t, res in zip(tasks, self.pool.run(jobs), strict=True):
+            t.result = res

@@ -139,6 +139,21 @@ class Topology:
         """Seconds for `n_steps` local steps on a worker of this relative speed."""
         return n_steps * self.step_time_s / relative_speed
 
+    def task_time(self, n_bytes: int, place: WorkerPlace, server_region: int, n_steps: int) -> float:
+        """Seconds of one asynchronous task: the model down, `n_steps` local steps, the delta back."""
+        return (
+            self.comm_time(n_bytes, server_region, place.region)
+            + self.compute_time(n_steps, place.relative_speed)
+            + self.comm_time(n_bytes, place.region, server_region)
+        )
+
+    def lockstep_round_time(self, n_bytes: int, steps: list[int]) -> float:
+        """Seconds of one lock-step round (sync, DiLoCo): worker i runs steps[i] local steps, the
+        slowest finishes, then one all-reduce of `n_bytes`."""
+        places = self.workers()
+        compute = max(self.compute_time(h, p.relative_speed) for h, p in zip(steps, places, strict=True))
+        return compute + self.allreduce_time(n_bytes)
+
     def best_ring(self) -> tuple[float, float]:
         """(bandwidth Gbps, latency s) of the bottleneck link of the best ring through all regions."""
         n = self.n_regions
