@@ -10,6 +10,7 @@ registered with `AttentionSlot.add_kind`), `Scheduler` (a scheduling policy), `C
 (a sequence's cache as tensors, for migration).
 """
 
+from tether.cloud.lm import packed
 from tether.cloud.lm.attention import AttentionLayer, AttentionSlot, CacheKind, SoftmaxAttention
 from tether.cloud.lm.batch import AttentionBatch, StepBatch
 from tether.cloud.lm.cache import CacheExport, CacheManager, CacheUsage, SequenceCache
@@ -55,4 +56,5 @@ __all__ = [
     "Transformer",
     "default_model_path",
     "load_checkpoint",
+    "packed",
 ]
