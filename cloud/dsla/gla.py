@@ -99,16 +99,38 @@ def _span(q, k, v, log_g, S, C: int):
     last = b[..., -1:, :]  # (B, H, N, 1, d_k): log decay over the whole chunk
     # What each chunk adds to the state, decayed to the chunk's end: (B, H, N, d_k, d_v).
     add = torch.matmul((kc * (last - b).exp()).transpose(-1, -2), vc)
-    whole = last.squeeze(-2).exp()  # (B, H, N, d_k)
-    # The state at each chunk's start (one fused op per chunk; `unbind` rather than indexing, whose
-    # backward would write a full-size zero tensor per chunk), then every chunk's read-out at once.
-    before = []
-    for decay, added in zip(whole.unsqueeze(-1).unbind(2), add.unbind(2), strict=True):
-        before.append(S)
-        S = torch.addcmul(added, decay, S)
+    whole = last.squeeze(-2).exp().unsqueeze(-1)  # (B, H, N, d_k, 1)
+    before, S = _scan(whole, add, S)
     q_decayed = qc * b.exp()  # reads the state as it was at the chunk's start
-    o = o + torch.matmul(q_decayed, torch.stack(before, dim=2))  # (B, H, N, C, d_v)
+    o = o + torch.matmul(q_decayed, before)  # (B, H, N, C, d_v)
     return o.permute(0, 2, 3, 1, 4).reshape(B, T, H, -1), S
+
+
+def _needs_grad(*ts: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
+
+
+def _scan(decay: torch.Tensor, add: torch.Tensor, S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The carried state across chunks, S <- decay_n * S + add_n: decay (B, H, N, d_k, 1), add
+    (B, H, N, d_k, d_v), S (B, H, d_k, d_v) -> (the state at each chunk's start (B, H, N, d_k, d_v),
+    the state after the last chunk)."""
+    N = add.shape[2]
+    if _needs_grad(decay, add, S):
+        # One fused op per chunk; `unbind` rather than indexing, whose backward would write a
+        # full-size zero tensor per chunk.
+        before = []
+        for d, a in zip(decay.unbind(2), add.unbind(2), strict=True):
+            before.append(S)
+            S = torch.addcmul(a, d, S)
+        return torch.stack(before, dim=2), S
+    # Inference: every state written in place into one chunk-major buffer: one allocation for the
+    # span instead of one per chunk (fresh pages are what a long prefill paid for on the CPU).
+    buf = add.new_empty(N + 1, *S.shape)
+    buf[0] = S
+    adds, decays = add.movedim(2, 0), decay.movedim(2, 0)
+    for n in range(N):
+        torch.addcmul(adds[n], decays[n], buf[n], out=buf[n + 1])
+    return buf[:N].movedim(0, 2), buf[N]
 
 
 def chunked(
@@ -153,6 +175,4 @@ def fold(
     b = gc.cumsum(dim=-2)
     last = b[..., -1:, :]
     add = torch.matmul((kc * (last - b).exp()).transpose(-1, -2), vc)  # (B, H, N, d_k, d_v)
-    for decay, added in zip(last.squeeze(-2).exp().unsqueeze(-1).unbind(2), add.unbind(2), strict=True):
-        S = torch.addcmul(added, decay, S)
-    return S
+    return _scan(last.squeeze(-2).exp().unsqueeze(-1), add, S)[1]
