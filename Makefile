@@ -10,7 +10,7 @@ DURATION  ?= 120
 # Test workers: the suite runs in parallel except tests marked `serial` (they measure CPU or time).
 JOBS      ?= 2
 
-.PHONY: run test lint format setup system-deps clean
+.PHONY: run test lint format setup artefacts system-deps clean
 
 setup: $(STAMP)
 
@@ -37,7 +37,13 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6 >/dev/null; \
 	else echo "note: the simulated camera needs OSMesa: sudo apt-get install libosmesa6"; fi
 
-run: $(STAMP)
+# Trained artefacts the stack and its tests use, each made by its documented command when missing
+# (they live in the artefacts folder, TETHER_ARTEFACTS, never in git): the robot's person detector.
+artefacts: $(STAMP)
+	@$(BIN)/python -c "import sys; from tether.edge.robot.perception import default_model_path as p; \
+		sys.exit(0 if p().is_file() else 1)" || $(BIN)/tether robot train-perception
+
+run: $(STAMP) artefacts
 	$(BIN)/tether up --duration $(DURATION)
 
 lint: $(STAMP)
@@ -48,7 +54,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: $(STAMP) lint
+test: $(STAMP) lint artefacts
 	$(BIN)/python -m pytest -m "not serial" -n $(JOBS) --dist loadfile -q
 	$(BIN)/python -m pytest -m serial -q -p no:xdist || [ $$? -eq 5 ]
 
