@@ -17,10 +17,11 @@ Targets: decode throughput at batch 8 and 8K at least 2.3x the baseline at the c
 (the chain's furthest), perplexity there within 15% of the original (ratio >= 1/1.15), and
 dual-state better than single-state at equal conversion (ratio > 1). `--quick` makes a tiny
 random model and tiny chains and checks the contract only.
-Options: `--contexts=512,2048,8192`, `--long-windows=3` (8K windows of the original and the chosen
-level), `--chain=<name>`, `--ablation=<name>`, `--threads=N` (torch
-threads of every engine; default 2, 1 in --quick: on a machine shared with other work, OpenMP's
-barriers stall a 2-thread engine far more than they help).
+Options: `--contexts=512,2048,8192`, `--long-windows=2` (8K windows of the original and the chosen
+level), `--chain=<name>` (default: `<model>-dsla-gpu` if distilled, else `<model>-dsla`),
+`--ablation=<name>` (likewise `-gla-gpu` / `-gla`), `--threads=N` (torch threads; default 1: on a
+machine shared with other work OpenMP's barriers stall 2 threads far more than they help: an 8K
+DSLA layer prefill took 6.5-8.9 s on 2 threads and 1.5-1.9 s on 1, under a load of 7).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _full_setup(ctx: BenchContext) -> Setup:
     from tether.cloud.lm import Transformer, load_checkpoint
 
     ckpt = load_checkpoint()
-    name = ctx.options.get("chain") or default_chain_name(ckpt.name, 2)
+    name = ctx.options.get("chain") or _default_chain(chains_root(), default_chain_name(ckpt.name, 2))
     folder = chains_root() / name
     if not Chain.exists(folder):
         raise SystemExit(
@@ -86,7 +87,9 @@ def _full_setup(ctx: BenchContext) -> Setup:
     chain.load_into(model, activate=False)
     notes = [f"chain {folder} ({chain.num_converted}/{len(chain.order)} layers)"]
     ablation = 0
-    abl_folder = chains_root() / (ctx.options.get("ablation") or default_chain_name(ckpt.name, 1))
+    abl_folder = chains_root() / (
+        ctx.options.get("ablation") or _default_chain(chains_root(), default_chain_name(ckpt.name, 1))
+    )
     if Chain.exists(abl_folder):
         abl = Chain.open(abl_folder)
         if abl.order[: abl.num_converted] == chain.order[: abl.num_converted]:
@@ -121,6 +124,14 @@ def _full_setup(ctx: BenchContext) -> Setup:
         load_max_tokens=64,
         notes=notes,
     )
+
+
+def _default_chain(root: Path, name: str) -> str:
+    """`<name>-gpu` (the chain distilled larger on a GPU, `tether dsla distill --device cuda --name
+    <name>-gpu`) when it exists, else `name`."""
+    from tether.cloud.dsla.chain import Chain
+
+    return f"{name}-gpu" if Chain.exists(root / f"{name}-gpu") else name
 
 
 def _quick_setup(ctx: BenchContext) -> Setup:
@@ -223,7 +234,7 @@ def run(ctx: BenchContext) -> BenchReport:
     from tether.cloud.dsla.serve import DSLAServe
     from tether.cloud.lm import CacheConfig, EngineConfig, LLMEngine, SchedulerConfig
 
-    threads = int(ctx.options.get("threads", 1 if ctx.quick else 2))
+    threads = int(ctx.options.get("threads", 1))
     torch.set_num_threads(threads)
     t_start = time.perf_counter()
     s = _quick_setup(ctx) if ctx.quick else _full_setup(ctx)
@@ -318,7 +329,7 @@ def run(ctx: BenchContext) -> BenchReport:
 
     # --- quality ----------------------------------------------------------------------------------
     long_text = "shakespeare-val"
-    long_windows = int(ctx.options.get("long_windows", 3))
+    long_windows = int(ctx.options.get("long_windows", 2))
     long_w = quality.windows(s.texts[long_text], long_windows, s.ppl_long, seed=1)
     short_w = torch.stack([quality.windows(t, 1, s.ppl_short, seed=2)[0] for t in s.texts.values()])
     items = []
