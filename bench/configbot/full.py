@@ -103,6 +103,7 @@ def _rows(results: dict[str, dict[str, RunResult]], reference: dict | None) -> t
     doc: dict[str, Any] = {"scenarios": {}}
     ref = (reference or {}).get("scenarios", {})
     all_trials: list[float] = []
+    all_seconds: list[float] = []
     rec_lib: list[float] = []
     rec_scratch: list[float] = []
     for scen, runs in results.items():
@@ -134,8 +135,27 @@ def _rows(results: dict[str, dict[str, RunResult]], reference: dict | None) -> t
                     params={"windows": len(ws)},
                 )
             )
+            outside = [w for w in ws if w.state not in ("tuning", "verifying")]
+            if outside:
+                rows.append(
+                    row(
+                        f"{scen}: core held, {name} (from {FROM_S:.0f} s, outside tunings)",
+                        segment_fractions(outside),
+                        "fraction",
+                        "higher",
+                        params={"windows": len(outside)},
+                    )
+                )
+            # One run per policy, so the robot's outcome is a note, not a row (rows need n >= 3).
+            o = r.outcome()
+            if o.get("goals_reached") is not None:
+                notes.append(
+                    f"{scen}, {name}: robot reached {o['goals_reached']} goal(s), {o['collisions']} collision(s), "
+                    f"cmd_vel {o['cmd_vel_rate_hz'] or 0:.1f} Hz, tracking error {o['tracking_mean_m'] or 0:.3f} m"
+                )
             if name.startswith("configbot"):
                 all_trials += [float(e["trials"]) for e in r.tunings()]
+                all_seconds += [float(e["seconds"]) for e in r.tunings() if e.get("seconds") is not None]
         cb = runs.get("configbot")
         if cb is not None:
             mon = [w for w in cb.windows(FROM_S) if w.state == "monitoring"]
@@ -209,6 +229,15 @@ def _rows(results: dict[str, dict[str, RunResult]], reference: dict | None) -> t
                 "trials",
                 "lower",
                 target=10,
+            )
+        )
+    if all_seconds:
+        rows.append(
+            row(
+                "seconds to converge, each tuning (all scenarios, configbot runs)",
+                all_seconds,
+                "s",
+                "lower",
             )
         )
     if rec_lib:
