@@ -177,7 +177,6 @@ class SoftmaxAttention(AttentionLayer):
         h, kvh, hd, g = self.n_head, self.n_kv_head, self.head_dim, self.group
         q, k, v = self._qkv(x, batch.cos, batch.sin)  # (n, h, hd), (n, kvh, hd), (n, kvh, hd)
         batch.write_kv(k, v)
-        out = torch.empty(n, h, hd)
         nd = batch.num_decode
         if nd:
             # All decode rows at once: (kvh, nd, g, hd) @ (kvh, nd, hd, T) -> (kvh, nd, g, T).
@@ -186,8 +185,12 @@ class SoftmaxAttention(AttentionLayer):
             att = torch.matmul(qd, K.transpose(-1, -2)).mul_(self.scale)
             if mask is not None:
                 att.add_(mask)
-            y = torch.matmul(att.softmax(dim=-1), V)  # (kvh, nd, g, hd)
-            out[:nd] = y.transpose(0, 1).reshape(nd, h, hd)
+            y = torch.matmul(att.softmax(dim=-1), V).transpose(0, 1).reshape(nd, h * hd)  # (nd, h * hd)
+            if nd == n:  # a decode-only step: no buffer to assemble
+                return packed.linear(y, self.wo)
+        out = torch.empty(n, h, hd)
+        if nd:
+            out[:nd] = y.view(nd, h, hd)
         for j, (row, length, context) in enumerate(batch.segments[nd:], start=nd):
             qj = q[row : row + length].transpose(0, 1).unsqueeze(0)  # (1, h, length, hd)
             if context == 0:

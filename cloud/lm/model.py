@@ -81,6 +81,7 @@ class Transformer(nn.Module):
         # Tied embeddings (SmolLM2): the output projection is the embedding matrix itself.
         self.lm_head = None if cfg.tie_embeddings else nn.Parameter(torch.empty(cfg.vocab_size, cfg.n_embd))
         self.register_buffer("inv_freq", rope_frequencies(cfg.head_dim, cfg.rope_base), persistent=False)
+        self._rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, sin of positions 0 .. P-1 (P, hd)
 
     @property
     def output_weight(self) -> torch.Tensor:
@@ -152,10 +153,24 @@ class Transformer(nn.Module):
 
         `packed_weights`: the GEMMs run on oneDNN-packed copies of the weights (packed.py);
         off, they are plain `F.linear` (the same numbers to float32 rounding)."""
-        step.cos, step.sin = rope_tables(step.positions, self.inv_freq)  # (N, hd), shared by every layer
+        step.cos, step.sin = self._rope_rows(step)  # (N, hd), shared by every layer
         with packed.enabled(packed_weights):
             x = self.tok_emb(step.token_ids)  # (N, n_embd)
             for block in self.layers:
                 x = block.forward_step(x, step)
             x = self.norm(x.index_select(0, step.logit_rows))  # only the rows whose next token we sample
             return packed.linear(x, self.output_weight)
+
+    def _rope_rows(self, step: StepBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of the step's positions, read from a table that grows (doubling) to the longest
+        position seen: what `rope_tables` gives (to float32 rounding), not recomputed every step."""
+        need = max(c + n for c, n in zip(step.context, step.lengths, strict=True))
+        if (
+            self._rope is None
+            or self._rope[0].shape[0] < need
+            or self._rope[0].device != self.inv_freq.device
+        ):
+            size = max(need, 2 * (self._rope[0].shape[0] if self._rope is not None else 256))
+            self._rope = rope_tables(torch.arange(size, device=self.inv_freq.device), self.inv_freq)
+        cos, sin = self._rope
+        return cos.index_select(0, step.positions), sin.index_select(0, step.positions)
