@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tether.cloud.lm import EngineConfig, LLMEngine, ModelConfig, Tokenizer, Transformer, load_checkpoint
 
@@ -18,6 +19,16 @@ TINY = ModelConfig(
     context_len=512,
     tie_embeddings=False,
 )
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread per test process: the suite runs 2 workers on 2 cores, and 2 OpenMP threads per
+    worker spin against each other (a 1-s forward pass took 30 s under load). Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
