@@ -17,7 +17,7 @@ Targets: decode throughput at batch 8 and 8K at least 2.3x the baseline at the c
 (the chain's furthest), perplexity there within 15% of the original (ratio >= 1/1.15), and
 dual-state better than single-state at equal conversion (ratio > 1). `--quick` makes a tiny
 random model and tiny chains and checks the contract only.
-Options: `--contexts=512,2048,8192`, `--long-windows=2` (8K windows of the original and the chosen
+Options: `--contexts=512,2048,8192`, `--long-windows=3` (8K windows of the original and the chosen
 level), `--chain=<name>` (default: `<model>-dsla-gpu` if distilled, else `<model>-dsla`),
 `--ablation=<name>` (likewise `-gla-gpu` / `-gla`), `--threads=N` (torch threads; default 1: on a
 machine shared with other work OpenMP's barriers stall 2 threads far more than they help: an 8K
@@ -118,7 +118,7 @@ def _full_setup(ctx: BenchContext) -> Setup:
         steps=4,
         ppl_long=8192,
         ppl_short=2048,
-        cloze_per_repeat=8,
+        cloze_per_repeat=16,
         load_prompts=8,
         load_prompt_len=2048,
         load_max_tokens=64,
@@ -263,6 +263,7 @@ def run(ctx: BenchContext) -> BenchReport:
         cache=CacheConfig(kv_cache_bytes=int(kv_bytes), side_cache_bytes=1 << 20, prefix_caching=False),
         scheduler=SchedulerConfig(max_batch_size=max(s.batches), max_tokens_per_step=256),
         max_context=T_max + 64,
+        threads=threads,  # an engine sets torch's (process-wide) thread count to its own
     )
     engine = LLMEngine(model, s.tokenizer, config, name="dsla-bench")
     variants = [(label, n, s.kind) for label, n in levels.items()]
@@ -329,7 +330,7 @@ def run(ctx: BenchContext) -> BenchReport:
 
     # --- quality ----------------------------------------------------------------------------------
     long_text = "shakespeare-val"
-    long_windows = int(ctx.options.get("long_windows", 2))
+    long_windows = int(ctx.options.get("long_windows", 3))
     long_w = quality.windows(s.texts[long_text], long_windows, s.ppl_long, seed=1)
     short_w = torch.stack([quality.windows(t, 1, s.ppl_short, seed=2)[0] for t in s.texts.values()])
     items = []
@@ -475,6 +476,7 @@ def run(ctx: BenchContext) -> BenchReport:
         ),
         scheduler=SchedulerConfig(max_batch_size=8, max_tokens_per_step=256),
         max_context=s.load_prompt_len + s.load_max_tokens + 16,
+        threads=threads,
     )
     loads = {}
     for label, n in (("original", 0), (chosen_label, chosen), ("DSLA-Serve auto", None)):

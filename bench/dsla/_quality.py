@@ -3,7 +3,7 @@
 Windows are scored with the model's dense forward (the active kinds), the output projection
 applied in slices so an 8K window never holds (8K x vocab) logits at once. Cloze items come
 from held-out text: a sentence with one word blanked, the word and three distractors of
-similar length from the same text; the choice is the option whose continuation (the word
+similar length from the surrounding passage; the choice is the option whose continuation (the word
 and the rest of the sentence) has the highest log-likelihood.
 """
 
@@ -82,9 +82,10 @@ _WORD = re.compile(r"[A-Za-z]{4,}")
 
 
 def cloze_items(
-    text: str, tokenizer: Tokenizer, n: int, seed: int, context_chars: int = 300
+    text: str, tokenizer: Tokenizer, n: int, seed: int, context_chars: int = 300, near_chars: int = 1500
 ) -> list[ClozeItem]:
-    """n items from `text`: sentences of 8-40 words, a word (4+ letters) of the second half blanked."""
+    """n items from `text`: sentences of 8-40 words, a word (4+ letters) of the second half blanked;
+    the three distractors are words of similar length from within `near_chars` of it."""
     rng = np.random.default_rng(seed)
     vocab = sorted(set(_WORD.findall(text)))
     by_len: dict[int, list[str]] = {}
@@ -102,16 +103,17 @@ def cloze_items(
         if not late:
             continue
         word = late[int(rng.integers(len(late)))]
-        pool = [
-            w
-            for k in (len(word.group()) - 1, len(word.group()), len(word.group()) + 1)
-            for w in by_len.get(k, [])
-            if w.lower() != word.group().lower()
-        ]
+        start = m.start() + word.start()
+        lengths = (len(word.group()) - 1, len(word.group()), len(word.group()) + 1)
+        # Distractors from the surrounding passage (same topic, same register), of similar length:
+        # words drawn from the whole text were too easy to tell apart (every level scored 1.0).
+        near = sorted(set(_WORD.findall(text[max(0, start - near_chars) : start + near_chars])))
+        pool = [w for w in near if len(w) in lengths and w.lower() != word.group().lower()]
+        if len(pool) < 3:
+            pool = [w for k in lengths for w in by_len.get(k, []) if w.lower() != word.group().lower()]
         if len(pool) < 3:
             continue
         distractors = [pool[int(i)] for i in rng.choice(len(pool), 3, replace=False)]
-        start = m.start() + word.start()
         before = text[max(0, start - context_chars) : start].rstrip(" ")
         after = sent[word.end() :]
         answer = int(rng.integers(4))
