@@ -2,7 +2,9 @@
 
 Workload: first user turns of ShareGPT conversations (chat template applied, 24-160 prompt
 tokens), every request generating the same number of tokens, greedy. Measured in one run,
-in one process, with the same torch threads:
+in one process, with the same torch threads, all computing in the main thread (the engine's
+loop too, `LLMEngine.run`, with a thread that only submits at the arrival times): a second
+thread with its own OpenMP team would slow both (see `LLMEngine.start`).
 
 - single stream: one request alone; decode tokens/s after the first token, and TTFT, against
   transformers `generate` at batch 1. Target: at least as fast (ratio >= 1).
@@ -87,7 +89,6 @@ def run(ctx: BenchContext) -> BenchReport:
     torch.set_num_threads(threads)
     prompts = _prompts(engine.tokenizer, n_req)
     arrivals = poisson_arrivals(n_req, rate, seed=0)
-    engine.start()
     try:
         # Repeats alternate between the systems, so a burst of load from elsewhere on the machine
         # lands on all of them rather than on one.
@@ -131,7 +132,7 @@ def run(ctx: BenchContext) -> BenchReport:
                     f"p99 TTFT {res.ttft_p(99) * 1e3:.0f} ms"
                 )
     finally:
-        engine.stop()
+        engine.stop()  # ends anything left (a failed run) and frees its blocks
 
     params = {
         "model": engine.name,
@@ -271,7 +272,8 @@ def run(ctx: BenchContext) -> BenchReport:
         "The engine's GEMMs run on oneDNN-packed weight copies (cloud/lm/packed.py); transformers runs "
         "F.linear (MKL). The 'plain F.linear' row is the engine without them.",
         f"2-core machine shared with other work: load average {load_before[0]:.1f} before, {load_after[0]:.1f} after "
-        "(1 min); all systems ran in this one process, interleaved, so ratios compare like with like.",
+        "(1 min); all systems ran in this one process, interleaved, computing in its main thread (the "
+        "engine's loop included: one OpenMP team), so ratios compare like with like.",
         "Throughput = output tokens / (first arrival to last completion); every request generates exactly "
         f"{n_out} tokens (engine: ignore_eos; generate: min_new_tokens), greedy, float32.",
     ]

@@ -1,7 +1,7 @@
 """The three ways of serving a request stream that `tether bench lm` compares, on the same model and prompts.
 
-- the engine (continuous batching over the paged cache), driven by a submitter that sleeps
-  until each request's arrival time;
+- the engine (continuous batching over the paged cache), its loop in the calling thread while
+  a submitter thread sleeps until each request's arrival time and queues it;
 - transformers `generate`, one request at a time in arrival order (what a simple server does);
 - transformers `generate` on static batches of 8 left-padded prompts, a batch starting once
   its 8 requests have arrived and the previous batch is done.
@@ -67,7 +67,8 @@ def _greedy(n_out: int) -> SamplingParams:
 
 
 def engine_load(engine: LLMEngine, prompts: list[list[int]], arrivals: list[float], n_out: int) -> LoadResult:
-    """Submit each prompt at its arrival time to the running engine; wait for all to finish."""
+    """Submit each prompt at its arrival time (from a thread) while this thread runs the engine's
+    loop (`LLMEngine.run`; the engine must not be started) until all have finished."""
     firsts: dict[int, float] = {}
     lasts: dict[int, float] = {}
     counts: dict[int, int] = {}
@@ -93,14 +94,26 @@ def engine_load(engine: LLMEngine, prompts: list[list[int]], arrivals: list[floa
 
         return cb
 
+    def submit_all() -> None:  # pure Python: sleeps until each arrival, then queues the request
+        try:
+            for i, (p, a) in enumerate(zip(prompts, arrivals, strict=True)):
+                delay = t0 + a - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                engine.submit(p, _greedy(n_out), on_output=on_output(i))
+        except Exception as exc:
+            errors.append(f"submit: {type(exc).__name__}: {exc}")
+            done.set()
+
     engine.cache.prefix.clear()  # no reuse across repeats: each run starts cold
     t0 = time.perf_counter()
-    for i, (p, a) in enumerate(zip(prompts, arrivals, strict=True)):
-        delay = t0 + a - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        engine.submit(p, _greedy(n_out), on_output=on_output(i))
-    if not done.wait(timeout=3600):
+    submitter = threading.Thread(target=submit_all, name="arrivals")
+    submitter.start()
+    # The engine's loop runs in this thread, which also runs transformers for the baselines: one
+    # OpenMP team in the process, so neither system pays for another's (see LLMEngine.start).
+    engine.run(until=lambda: done.is_set() or time.perf_counter() - t0 > 3600)
+    submitter.join()
+    if not done.is_set():
         raise RuntimeError("the engine did not finish the load within an hour")
     if errors:
         raise RuntimeError(f"the engine failed requests: {errors[:3]}")
@@ -112,7 +125,7 @@ def engine_load(engine: LLMEngine, prompts: list[list[int]], arrivals: list[floa
 
 
 def engine_single(engine: LLMEngine, prompt: list[int], n_out: int) -> tuple[float, float]:
-    """(TTFT s, decode tokens/s) of one request alone on the running engine."""
+    """(TTFT s, decode tokens/s) of one request alone on the engine."""
     res = engine_load(engine, [prompt], [0.0], n_out)
     return res.ttft_s[0], 1.0 / res.tpot_s[0]
 

@@ -197,3 +197,30 @@ def test_background_loop_streams_and_stops_cleanly(tiny) -> None:
     assert chunks and chunks[-1].finish_reason in (FinishReason.ABORT, FinishReason.LENGTH)
     assert len(out.token_ids) == 8
     _no_leak(engine)
+
+
+def test_run_loop_in_the_callers_thread_serves_requests_from_another(tiny) -> None:
+    """`run(until)`: the loop in this thread (the bench's way: one OpenMP team), requests queued elsewhere."""
+    import threading
+
+    engine = tiny()
+    expected = _tokens(engine.generate(PROMPTS, GREEDY))
+    finished: dict[int, list[int]] = {}
+    got: dict[int, list[int]] = {i: [] for i in range(len(PROMPTS))}
+
+    def on_output(i: int):
+        def cb(out) -> None:
+            got[i] += out.token_ids
+            if out.finished:
+                finished[i] = got[i]
+
+        return cb
+
+    submitter = threading.Thread(
+        target=lambda: [engine.submit(p, GREEDY, on_output=on_output(i)) for i, p in enumerate(PROMPTS)]
+    )
+    submitter.start()
+    engine.run(until=lambda: len(finished) == len(PROMPTS))
+    submitter.join()
+    assert [finished[i] for i in range(len(PROMPTS))] == expected
+    _no_leak(engine)
