@@ -218,7 +218,8 @@ class Node:
                 old.remove_timer(entity)
                 executor.add_timer(entity)
 
-    def _run_callback(self, fn: Callable, args: tuple) -> None:
+    def _run_callback(self, fn: Callable, args: tuple) -> float:
+        """Run one callback; returns the seconds it took."""
         start = time.perf_counter()
         try:
             fn(*args)
@@ -226,7 +227,9 @@ class Node:
             # A callback's exception is the node's bug: report it, keep the node alive, as rclpy logs it.
             self._logger.exception("callback %s raised", getattr(fn, "__qualname__", fn))
         finally:
-            self.telemetry.callback_latency.add((time.perf_counter() - start) * 1e3)
+            took = time.perf_counter() - start
+            self.telemetry.callback_latency.add(took * 1e3)
+        return took
 
     # -- parameters -------------------------------------------------------------------------------
     def declare_parameter(

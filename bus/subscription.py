@@ -4,7 +4,10 @@ Arrival (transport thread): oversized payloads are dropped and counted; sequence
 attachment count as dropped; the `rate_cap.<topic>` parameter withholds messages beyond the cap;
 the message joins a queue of at most `depth` (older ones are dropped and counted, ROS 2's
 KEEP_LAST). On the executor: decode (malformed payloads are dropped and counted), measure
-end-to-end latency from `header.stamp`, run the callback and time it.
+end-to-end latency from `header.stamp`, run the callback and time it. While the executor is idle
+and this subscription has nothing queued, a cheap callback (the last one took under
+INLINE_MAX_SECONDS) is delivered on the transport thread itself, under the executor's callback lock
+(see `Executor.enter_inline`): no hand-off between threads per message.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ if TYPE_CHECKING:
 __all__ = ["Subscription"]
 
 DRAIN_BATCH = 32  # messages one executor item may deliver before timers and other callbacks get a turn
+# A callback slower than this goes through the executor's queue next time: a transport thread busy
+# in a long callback would hold back this subscription's samples instead of dropping the oldest.
+INLINE_MAX_SECONDS = 0.002
 
 
 class Subscription:
@@ -61,6 +67,7 @@ class Subscription:
         self._next_allowed = 0.0
         self._max_bytes = node._max_message_bytes
         self._has_header = "header" in getattr(msg_type, "__dataclass_fields__", {})
+        self._cheap = True  # the last callback took under INLINE_MAX_SECONDS
         self._handle: Closable | None = None
         self._token: Closable | None = None
 
@@ -91,6 +98,14 @@ class Subscription:
                 tel.rate_capped.value += 1
                 return
             self._next_allowed = max(self._next_allowed, now - self._cap_period) + self._cap_period
+        if self._cheap and not self._scheduled and not self._pending:
+            ex = self.node.executor
+            if ex.enter_inline():
+                try:
+                    self._deliver(payload)
+                finally:
+                    ex.exit_inline()
+                return
         if len(self._pending) >= self.qos_profile.depth:
             self._pending.popleft()
             tel.dropped.value += 1
@@ -129,7 +144,7 @@ class Subscription:
                 if sent_ns:
                     self._e2e.add((self.node._clock.now_ns() - sent_ns) / 1e6)
         self._counter.value += 1
-        self.node._run_callback(self.callback, (msg,))
+        self._cheap = self.node._run_callback(self.callback, (msg,)) < INLINE_MAX_SECONDS
 
     def destroy(self) -> None:
         if self._handle is not None:

@@ -271,3 +271,93 @@ def test_crashing_callback_is_reported_not_fatal(bus, node):
     pub.publish(String(data="boom"))
     pub.publish(String(data="after"))
     assert wait_for(lambda: seen == ["boom", "after"])
+
+
+def test_inline_deliveries_keep_callbacks_exclusive_and_ordered(bus):
+    """Transport threads deliver cheap callbacks themselves while the executor idles; never two at once."""
+    Int32 = get_type("std_msgs/msg/Int32")
+    sink = Node("inline_sink", enable_telemetry=False)
+    source = Node("inline_source", enable_telemetry=False)
+    spinner = spin_in_background(sink)
+    active = threading.Lock()
+    overlaps = 0
+    got: dict[str, list[int]] = {"a": [], "b": []}
+    threads: set[str] = set()
+
+    def enter() -> None:
+        nonlocal overlaps
+        if not active.acquire(blocking=False):
+            overlaps += 1
+            active.acquire()
+        threads.add(threading.current_thread().name)
+
+    def on(topic: str):
+        def cb(msg) -> None:
+            enter()
+            try:
+                got[topic].append(msg.data)
+                time.sleep(0.0002)  # widen the window an overlap would need
+            finally:
+                active.release()
+
+        return cb
+
+    ticks: list[str] = []
+
+    def tick() -> None:
+        enter()
+        try:
+            ticks.append(threading.current_thread().name)
+        finally:
+            active.release()
+
+    try:
+        for t in ("a", "b"):
+            sink.create_subscription(Int32, f"/inline/{t}", on(t), QoSProfile(depth=10_000))
+        sink.create_timer(0.005, tick)
+        pubs = {t: source.create_publisher(Int32, f"/inline/{t}", 10) for t in ("a", "b")}
+        time.sleep(0.3)
+        n = 1500
+        for i in range(n):
+            pubs["a"].publish(Int32(data=i))
+            pubs["b"].publish(Int32(data=i))
+        assert wait_for(lambda: len(got["a"]) == n and len(got["b"]) == n, timeout=20), {
+            k: len(v) for k, v in got.items()
+        }
+        assert overlaps == 0
+        assert got["a"] == list(range(n)) and got["b"] == list(range(n))  # order within a topic
+        assert ticks and all(t.startswith("tether-spin") for t in ticks)  # timers stay on the executor
+        assert any(not t.startswith("tether-spin") for t in threads)  # some deliveries ran inline
+    finally:
+        spinner.stop()
+        source.destroy_node()
+        sink.destroy_node()
+
+
+def test_a_slow_callback_goes_back_through_the_queue(bus):
+    """A callback over the inline limit is queued next time, so KEEP_LAST drops the oldest again."""
+    Int32 = get_type("std_msgs/msg/Int32")
+    sink = Node("slow_sink")
+    source = Node("slow_source", enable_telemetry=False)
+    spinner = spin_in_background(sink)
+    where: list[str] = []
+
+    def slow(msg) -> None:
+        where.append(threading.current_thread().name)
+        time.sleep(0.01)
+
+    try:
+        sink.create_subscription(Int32, "/slow/x", slow, QoSProfile(depth=3))
+        pub = source.create_publisher(Int32, "/slow/x", 10)
+        time.sleep(0.3)
+        for i in range(60):
+            pub.publish(Int32(data=i))
+        assert wait_for(lambda: sink.telemetry.dropped.value > 0 and len(where) >= 4, timeout=10)
+        time.sleep(0.3)
+        assert not where[0].startswith("tether-spin")  # the first (cheap as far as anyone knew) ran inline
+        assert all(t.startswith("tether-spin") for t in where[1:]), where  # then the executor's queue
+        assert len(where) < 60  # depth 3 under a slow callback: the oldest were dropped
+    finally:
+        spinner.stop()
+        source.destroy_node()
+        sink.destroy_node()
