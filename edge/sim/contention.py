@@ -2,7 +2,10 @@
 
 Each worker is its own process hashing memory blocks forever (CPU-bound, single-threaded, in
 the C code of hashlib, so it competes like a compiled job would). Workers run at normal
-priority whatever the priority of the process starting them, are started and stopped by their
+priority whatever the priority of the process starting them, each in a session of its own (as
+independent jobs are: with the kernel's autogroup scheduling, on by default on desktop and Jetson
+kernels, all processes of one session share one CPU share, so workers left in the simulator's
+session would compete as a single job however many there are), are started and stopped by their
 pid, and are reaped; `close()` is idempotent.
 """
 
@@ -51,6 +54,7 @@ class Contention:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                start_new_session=True,
             )
             try:
                 # A background job runs at normal priority, even when started by the (higher
