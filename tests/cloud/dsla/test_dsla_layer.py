@@ -52,6 +52,27 @@ def test_chunked_recurrent_and_naive_forms_agree(n_states: int) -> None:
     torch.testing.assert_close(S2, S_chunked, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("T", [45, 16 * 16 * 2 + 37])  # one group of chunks, and several plus a ragged end
+def test_training_scan_gradients_equal_the_recurrences(T: int) -> None:
+    """With gradients on, `chunked` carries the state across groups of chunks (`_scan_grouped`); its
+    output, final state and every input's gradient must equal the token-by-token recurrence's."""
+    gen = torch.Generator().manual_seed(T)
+    B, H, d = 2, 3, 8
+    q, k, v = (torch.randn(B, T, H, d, generator=gen, dtype=torch.float64) for _ in range(3))
+    z = 3 * torch.randn(B, T, H, d, generator=gen, dtype=torch.float64)
+    S0 = torch.randn(B, H, d, d, generator=gen, dtype=torch.float64)
+    results = []
+    for form in ("chunked", "naive"):
+        leaves = [t.clone().requires_grad_(True) for t in (q, k, v, z, S0)]
+        qq, kk, vv, zz, ss = leaves
+        o, S = getattr(gla, form)(qq, kk, vv, gla.gate_log(zz), ss)
+        (o.square().sum() + (S * S0).sum()).backward()
+        results.append([o.detach(), S.detach()] + [t.grad for t in leaves])
+    for got, want in zip(*results, strict=True):
+        assert got.abs().max() > 0
+        torch.testing.assert_close(got, want, atol=1e-8, rtol=1e-8)
+
+
 def test_gates_at_their_floor_stay_finite_and_exact() -> None:
     """log g = -50 on every token: the intra-chunk factorisation must not overflow."""
     B, T, H, d = 1, 40, 2, 8
