@@ -67,6 +67,19 @@ def distill(
         help="Read the training and held-out tokens from this .npz (`tether dsla tokens` writes it) "
         "instead of tokenising the corpora: for a machine without them.",
     ),
+    e2e_lr_scale: float = typer.Option(
+        1.0, min=0.0, help="End-to-end learning rates as a multiple of --lr-proj / --lr-gates."
+    ),
+    lr_min: float = typer.Option(
+        1.0, min=0.0, max=1.0, help="Cosine decay of each phase's learning rate to this fraction (1: none)."
+    ),
+    e2e_fresh_adam: bool = typer.Option(
+        False, "--e2e-fresh-adam", help="A new Adam (and ramp) for the end-to-end phase."
+    ),
+    e2e_warmup: int = typer.Option(0, min=0, help="With --e2e-fresh-adam: its warm-up steps."),
+    ce_weight: float = typer.Option(
+        1.0, min=0.0, help="Cross-entropy weight in the end-to-end loss (0: KL and MSE to the teacher only)."
+    ),
     alpha: float = typer.Option(1.0, min=0.0, help="KL(teacher || student) weight."),
     beta: float = typer.Option(0.1, min=0.0, help="Hidden-state MSE weight."),
     seed: int = typer.Option(0),
@@ -110,6 +123,11 @@ def distill(
         seq_len=seq_len,
         alpha=alpha,
         beta=beta,
+        e2e_lr_scale=e2e_lr_scale,
+        lr_min=lr_min,
+        e2e_fresh_adam=e2e_fresh_adam,
+        e2e_warmup=e2e_warmup,
+        ce_weight=ce_weight,
         seed=seed,
         batch_size=batch_size,
         e2e_batch_size=e2e_batch_size,

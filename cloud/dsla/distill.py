@@ -62,6 +62,11 @@ class DistillConfig:
     e2e_batch_size: int = 2
     lr_gates: float = 3e-3  # gates and mixture (new parameters)
     lr_proj: float = 1e-4  # q and o (teacher-initialised)
+    e2e_lr_scale: float = 1.0  # the end-to-end phase's learning rates, as a multiple of the above
+    lr_min: float = (
+        1.0  # each phase's learning rate decays (cosine) to this fraction of its peak (1: constant)
+    )
+    ce_weight: float = 1.0  # cross-entropy on the corpus (0: match the teacher alone, KL + MSE)
     alpha: float = 1.0  # KL weight
     beta: float = 0.1  # hidden-state MSE weight
     temperature: float = 1.0  # KL temperature T
@@ -71,6 +76,10 @@ class DistillConfig:
     local_share: float = 0.65  # of a layer's time, for the layer-local phase
     warmup: int = 20  # steps of a layer over which the learning rates ramp up linearly (Adam's first
     # steps move every gate weight by about lr at once: without a ramp the loss spikes)
+    e2e_warmup: int = 0  # with e2e_fresh_adam: the end-to-end phase's own ramp, in its steps
+    e2e_fresh_adam: bool = False  # a new Adam for the end-to-end phase: the layer-local phase's second
+    # moments are scaled to its (small) MSE gradients, so carried over they turn the first end-to-end
+    # gradients into steps far larger than the learning rate
     calib_windows: int = 8
     calib_len: int = 512
     chunk: int = 16
@@ -91,6 +100,10 @@ class DistillConfig:
             "e2e_batch_size": (1, 256),
             "lr_gates": (0.0, 1.0),
             "lr_proj": (0.0, 1.0),
+            "e2e_lr_scale": (0.0, 100.0),
+            "lr_min": (0.0, 1.0),
+            "ce_weight": (0.0, 1e4),
+            "e2e_warmup": (0, 10**6),
             "alpha": (0.0, 1e4),
             "beta": (0.0, 1e4),
             "temperature": (0.01, 100.0),
@@ -276,22 +289,43 @@ class Distiller:
         params = dict(impl.named_parameters())
         for p in params.values():
             p.requires_grad_(True)
-        groups = [
-            {"params": [params["wg"], params["bg"], params["mix"]], "lr": cfg.lr_gates},
-            {"params": [params["wq"], params["wo"]], "lr": cfg.lr_proj},
-        ]
-        opt = torch.optim.Adam(groups)
-        base_lr = [g["lr"] for g in groups]
 
-        def ramp() -> None:  # linear warm-up over the layer's first `warmup` steps (local and e2e together)
-            done = state["local"] + state["e2e"]
-            for g, lr in zip(opt.param_groups, base_lr, strict=True):
-                g["lr"] = lr * min(1.0, (done + 1) / cfg.warmup) if cfg.warmup else lr
+        def adam(scale: float) -> tuple[torch.optim.Optimizer, list[float]]:
+            groups = [
+                {"params": [params["wg"], params["bg"], params["mix"]], "lr": cfg.lr_gates * scale},
+                {"params": [params["wq"], params["wo"]], "lr": cfg.lr_proj * scale},
+            ]
+            return torch.optim.Adam(groups), [g["lr"] for g in groups]
 
+        opt, base_lr = adam(1.0)
         state = {"local": 0, "e2e": 0, "local_loss": [], "e2e_loss": [], "elapsed": 0.0}
+
+        def set_lr(progress: float) -> None:
+            """Linear warm-up over the first steps, then cosine decay to lr_min of the peak by the phase's
+            end (`progress` in [0, 1]: steps done over the cap, or time spent over the phase's share)."""
+            if cfg.e2e_fresh_adam and state["e2e"]:
+                done, warm = state["e2e"], cfg.e2e_warmup
+            else:
+                done, warm = state["local"] + state["e2e"], cfg.warmup
+            ramp = min(1.0, (done + 1) / warm) if warm else 1.0
+            decay = cfg.lr_min + (1 - cfg.lr_min) * 0.5 * (
+                1 + math.cos(math.pi * min(max(progress, 0.0), 1.0))
+            )
+            for g, lr in zip(opt.param_groups, base_lr, strict=True):
+                g["lr"] = lr * ramp * decay
+
+        def to_e2e() -> None:
+            nonlocal opt, base_lr
+            if cfg.e2e_fresh_adam:
+                opt, base_lr = adam(cfg.e2e_lr_scale)
+            else:
+                base_lr = [lr * cfg.e2e_lr_scale for lr in base_lr]
+
         if partial is not None:
-            opt.load_state_dict(partial["opt"])
             state.update(partial["state"])
+            if state["e2e"]:
+                to_e2e()
+            opt.load_state_dict(partial["opt"])
             self.log(f"layer {layer}: resumed at {state['local']} local, {state['e2e']} e2e steps")
         t0 -= state["elapsed"]
         local_end = t0 + seconds * cfg.local_share
@@ -309,13 +343,19 @@ class Distiller:
                 )
                 last_save = time.perf_counter()
 
+        def progress_of(done: int, cap: int, start: float, stop: float) -> float:
+            by_steps = done / cap if cap else 1.0
+            if fixed or not math.isfinite(stop):
+                return by_steps
+            return max(by_steps, (time.perf_counter() - start) / max(stop - start, 1e-9))
+
         if state["local"] < local_cap or partial is None:
             targets = self._local_targets(layer)
             if partial is None:
                 state["q_scales"] = self._calibrate(layer, targets)
                 self.log(f"layer {layer}: q scaled per head by {state['q_scales']}")
             while state["local"] < local_cap and time.perf_counter() < local_end:
-                ramp()
+                set_lr(progress_of(state["local"], local_cap, t0, local_end))
                 loss = self._local_step(layer, targets, opt)
                 state["local"] += 1
                 _record(state["local_loss"], state["local"], loss)
@@ -323,8 +363,11 @@ class Distiller:
                     progress(layer, f"local {state['local']} loss {loss:.4f}")
                 checkpoint()
         self.model.slots[layer].active = self.chain.kind
+        e2e_start = time.perf_counter()
+        if state["e2e"] == 0:
+            to_e2e()
         while state["e2e"] < e2e_cap and (time.perf_counter() < end or state["e2e"] == 0):
-            ramp()
+            set_lr(progress_of(state["e2e"], e2e_cap, e2e_start, end))
             loss = self._e2e_step(layer, opt)
             state["e2e"] += 1
             _record(state["e2e_loss"], state["e2e"], loss)
@@ -416,7 +459,11 @@ class Distiller:
             logits = F.linear(model.norm(x), model.output_weight)[:, :-1].float()  # (b, T - 1, V)
         with torch.no_grad():
             t_logits = F.linear(model.norm(teacher_h[-1].float()), model.output_weight)[:, :-1]
-        ce = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+        ce = (
+            F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+            if cfg.ce_weight
+            else logits.new_zeros(())
+        )
         T = cfg.temperature
         kl = F.kl_div(
             F.log_softmax(logits / T, -1).flatten(0, 1),
@@ -424,7 +471,7 @@ class Distiller:
             log_target=True,
             reduction="batchmean",
         )
-        loss = ce + cfg.alpha * T * T * kl + cfg.beta * torch.stack(mse).mean()
+        loss = cfg.ce_weight * ce + cfg.alpha * T * T * kl + cfg.beta * torch.stack(mse).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -120,3 +120,37 @@ def test_chain_saved_in_bfloat16_loads_as_the_rounded_float32_weights_and_bad_se
     ):
         with pytest.raises(ValueError, match=match):
             DistillConfig(**bad)
+
+
+def test_end_to_end_loss_weights_and_a_fresh_optimiser_per_phase(tmp_path) -> None:
+    """ce_weight=0 with alpha = beta = 0 leaves nothing to learn end to end (loss exactly 0); with
+    ce_weight=1 the loss is the corpus cross-entropy (> 0). The recipe of
+    the 8K GPU run (fresh Adam, its own warm-up, cosine decay, scaled rates) trains with finite losses."""
+    order = [1, 0, 2]
+
+    def run(name: str, **over) -> tuple[list, Transformer]:
+        teacher = Transformer.random(TINY, seed=0)
+        chain = Chain.create(
+            tmp_path / name,
+            teacher="tiny",
+            n_layer=3,
+            n_states=2,
+            order=order,
+            entropy=[0.0] * 3,
+            settings={},
+        )
+        cfg = DistillConfig(**{**CFG.__dict__, "max_layers": 1, **over})
+        return Distiller(teacher, chain, cfg, _tokens(2), _tokens(3), log=lambda _: None).run(), teacher
+
+    [silent], _ = run("silent", ce_weight=0.0, alpha=0.0, beta=0.0, e2e_fresh_adam=True, e2e_warmup=1)
+    assert silent.e2e_steps == CFG.e2e_steps and all(loss == 0.0 for _, loss in silent.e2e_loss)
+    [with_ce], _ = run("ce", ce_weight=1.0, alpha=0.0, beta=0.0)
+    assert all(loss > 1.0 for _, loss in with_ce.e2e_loss)  # byte-level CE of a random model: ~log(259)
+    [recipe], _ = run(
+        "recipe", ce_weight=0.0, e2e_fresh_adam=True, e2e_warmup=1, e2e_lr_scale=0.5, lr_min=0.1
+    )
+    assert all(np.isfinite(loss) for _, loss in recipe.local_loss + recipe.e2e_loss)
+    assert recipe.local_steps == CFG.local_steps and np.isfinite(recipe.val_ppl)
+    for bad in ({"lr_min": 1.5}, {"e2e_lr_scale": -1.0}, {"ce_weight": -0.1}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must satisfy"):
+            DistillConfig(**bad)
