@@ -7,11 +7,18 @@ independent jobs are: with the kernel's autogroup scheduling, on by default on d
 kernels, all processes of one session share one CPU share, so workers left in the simulator's
 session would compete as a single job however many there are), are started and stopped by their
 pid, and are reaped; `close()` is idempotent.
+
+The job runs on the robot's computer: when the robot stack has a cgroup (`tether/<stack>`, made by
+the hardware-profile emulation or ConfigBot), each worker joins it in a group of its own
+(`tether/<stack>/background-<i>`), so it draws on the emulated device's CPU (the stack's quota),
+competes with each node as one more process would, and no node's knob reaches it. Without a stack
+cgroup the workers compete with the whole machine.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import subprocess
@@ -19,22 +26,31 @@ import sys
 
 __all__ = ["Contention", "worker_main"]
 
+log = logging.getLogger(__name__)
 
-def worker_main() -> None:
-    """Burn one core until killed."""
+
+def worker_main(parent: int | None = None) -> None:
+    """Burn one core until killed, or until `parent` (the process that started it) is gone: a worker
+    leads a session of its own, so nothing else would stop it if the simulator were killed outright."""
+    parent = os.getppid() if parent is None else parent
     block = os.urandom(1 << 20)
-    while True:
+    while os.getppid() == parent:
         block = hashlib.sha256(block).digest() * (1 << 15)
 
 
 class Contention:
     """`workers_per_core` x this machine's cores busy processes while started."""
 
-    def __init__(self, workers_per_core: float = 2.0, cores: int | None = None) -> None:
+    def __init__(
+        self, workers_per_core: float = 2.0, cores: int | None = None, stack: str | None = None
+    ) -> None:
         if not workers_per_core > 0:
             raise ValueError(f"workers_per_core > 0 must hold, but got {workers_per_core}")
         self.count = max(1, math.ceil(workers_per_core * (cores or os.cpu_count() or 1)))
+        self.stack = stack
         self.procs: list[subprocess.Popen] = []
+        self.cgroups: list[str] = []  # the workers' groups, when they run inside the stack's cgroup
+        self._manager = None
 
     @property
     def pids(self) -> list[int]:
@@ -50,7 +66,11 @@ class Contention:
             return self.pids
         for _ in range(self.count):
             p = subprocess.Popen(
-                [sys.executable, "-c", "from tether.edge.sim.contention import worker_main; worker_main()"],
+                [
+                    sys.executable,
+                    "-c",
+                    f"from tether.edge.sim.contention import worker_main; worker_main({os.getpid()})",
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -63,7 +83,24 @@ class Contention:
             except (PermissionError, ProcessLookupError):
                 pass
             self.procs.append(p)
+        self._contain()
         return self.pids
+
+    def _contain(self) -> None:
+        """Each worker into tether/<stack>/background-<i> when the stack has a cgroup."""
+        if not self.stack:
+            return
+        from tether.edge.cgroups import CgroupError, CgroupManager, detect_layout
+
+        try:
+            if not detect_layout().cpu.joinpath("tether", self.stack).is_dir():
+                return
+            self._manager = CgroupManager(self.stack, join=True)
+            for i, p in enumerate(self.procs):
+                self._manager.place(f"background-{i}", p.pid, children=False)
+                self.cgroups.append(self._manager.path(f"background-{i}"))
+        except (CgroupError, OSError) as exc:
+            log.warning("contention workers stay outside the stack cgroup tether/%s: %s", self.stack, exc)
 
     def stop(self) -> None:
         """Kill the workers by pid and reap them."""
@@ -76,6 +113,10 @@ class Contention:
             except subprocess.TimeoutExpired:
                 pass
         self.procs = []
+        if self._manager is not None:
+            self._manager.close()  # the workers' groups, now empty
+            self._manager = None
+        self.cgroups = []
 
     close = stop
 

@@ -298,9 +298,16 @@ class SimNode(Node):
     def _apply(self, event) -> None:
         entry = {"at_s": round(self.sim.mission_time, 3), "action": event.action}
         if isinstance(event, StartContention):
-            self.contention = Contention(event.workers_per_core)
+            self.contention = Contention(event.workers_per_core, stack=self.stack)
             entry["pids"] = self.contention.start()
-            self.get_logger().info(f"contention: started {len(entry['pids'])} busy processes {entry['pids']}")
+            where = (
+                f" in {len(self.contention.cgroups)} groups under tether/{self.stack}"
+                if self.contention.cgroups
+                else ""
+            )
+            self.get_logger().info(
+                f"contention: started {len(entry['pids'])} busy processes {entry['pids']}{where}"
+            )
         elif isinstance(event, StopContention):
             self.contention.stop()
             self.get_logger().info("contention: stopped")
