@@ -10,6 +10,7 @@ node in a cgroup); the `tether.launch_hooks` entry points (hardware-profile emul
 from __future__ import annotations
 
 import json
+import signal
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from tether.launch import LaunchService, ProcessHook, ProcessInfo, load_hooks, parse_launch_file
+from tether.launch.summary import StopReason
 
 __all__ = ["LAUNCH_FILE", "StackRun", "node_name", "run_stack"]
 
@@ -109,6 +111,12 @@ def run_stack(
             close = getattr(hook, "close", None)
             if callable(close):
                 close()
+    # The launch took Ctrl-C / SIGTERM to stop the stack cleanly; the caller (a benchmark running
+    # many stacks in a row) must stop too, not start the next run.
+    if summary.reason is StopReason.INTERRUPTED:
+        raise KeyboardInterrupt
+    if summary.reason is StopReason.TERMINATED:
+        raise SystemExit(128 + signal.SIGTERM)
     report = json.loads(report_path.read_text()) if report_path.is_file() else None
     return StackRun(
         report=report, pids=dict(end.pids), summary=summary, report_path=report_path, exits=end.exits

@@ -101,3 +101,50 @@ def test_starved_navigation_lowers_cmd_vel_rate_and_drives_worse(bus, tmp_path):
     )
     assert worse, (fed, starved)
     assert starved["path_length_m"] < fed["path_length_m"], (fed, starved)  # got less far in the same time
+
+
+def test_ctrl_c_stops_the_caller_not_just_the_stack(bus, tmp_path):
+    """A benchmark runs stacks in a row: Ctrl-C must end it, with every node stopped, not start the next."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    code = (
+        "import sys, json; from tether.edge.robot.stack import run_stack\n"
+        "def started(name, pid): print('started', name, pid, flush=True)\n"
+        f"for i in range(2):\n    run_stack({str(_scenario(tmp_path))!r}, args=json.loads(sys.argv[1]), on_start=started)\n"
+        "print('second run finished', flush=True)\n"
+    )
+    import json
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(LIGHT)],
+        env=bus.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    pids, lines = [], []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("started"):
+                pids.append(int(line.split()[2]))
+                if len(pids) == 4:  # sim, scan_filter, localization, navigation
+                    break
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = "".join(lines) + out
+    assert proc.returncode != 0 and "KeyboardInterrupt" in out, out[-2000:]
+    assert "second run finished" not in out and out.count("started sim") == 1
+    assert not [
+        p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
