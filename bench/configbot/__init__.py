@@ -7,7 +7,7 @@ configuration on each scenario of the simulated robot, in one run; recovery with
                                         stored in bench/configbot/reference.json; its table goes to <out>/reference/
     tether bench configbot --lm         beyond the robot: the LM server's max_batch_size against TTFT p99 (lm.py);
                                         its table goes to <out>/lm/ (--lm_rate=1.0 req/s, --lm_ttft_ms=3000)
-Options: --scenarios=a,b  --base_s=100 (static policies' runs)  --tune_s=150 (ConfigBot's, with changes)
+Options: --scenarios=a,b  --base_s=100 (static policies' runs)  --tune_s=240 (ConfigBot's, with changes)
 """
 
 from __future__ import annotations

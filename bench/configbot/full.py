@@ -65,7 +65,9 @@ def run_full(
     out.mkdir(parents=True, exist_ok=True)
     even_spec, even = even_split_spec(spec, out)
     base_s = float(ctx.options.get("base_s", 100))
-    tune_s = float(ctx.options.get("tune_s", 150))
+    # ConfigBot's runs: the scenario's change, a tuning of up to 10 trials (~45 s on a quiet machine,
+    # ~160 s under heavy load) and at least a minute of monitoring after it.
+    tune_s = float(ctx.options.get("tune_s", 240))
     scenarios = [
         s for s in ctx.options.get("scenarios", "nominal,crowded,contention,power_drop").split(",") if s
     ]
@@ -160,6 +162,11 @@ def _rows(results: dict[str, dict[str, RunResult]], reference: dict | None) -> t
         if cb is not None:
             mon = [w for w in cb.windows(FROM_S) if w.state == "monitoring"]
             target = 0.95 if feasible else None
+            if not mon:
+                notes.append(
+                    f"{scen}: ConfigBot's run ended before any monitoring window after its tuning: the "
+                    "after-convergence row counts 0 (unmeasured); rerun with a larger --tune_s"
+                )
             rows.append(
                 row(
                     f"{scen}: core held, configbot after convergence (monitor windows from {FROM_S:.0f} s)",
