@@ -76,6 +76,7 @@ class CpuSampler:
     def __init__(self) -> None:
         self.samples: dict[str, list[tuple[float, float]]] = {}
         self.procs: dict[str, psutil.Process] = {}
+        self._kids: dict[int, float] = {}  # the simulator's children (the background job): pid -> CPU s
 
     def add(self, name: str, pid: int) -> None:
         try:
@@ -92,11 +93,15 @@ class CpuSampler:
                 t = p.cpu_times()
                 self.samples.setdefault(name, []).append((now, t.user + t.system))
                 if name == "sim":
-                    kids = 0.0
+                    # Per child, the last CPU time seen: a worker that ended keeps counting what it
+                    # used, so the sum never falls when the job stops inside a window.
                     for c in p.children(recursive=True):
-                        ct = c.cpu_times()
-                        kids += ct.user + ct.system
-                    self.samples.setdefault("background", []).append((now, kids))
+                        try:
+                            ct = c.cpu_times()
+                        except psutil.NoSuchProcess:
+                            continue
+                        self._kids[c.pid] = ct.user + ct.system
+                    self.samples.setdefault("background", []).append((now, sum(self._kids.values())))
             except psutil.NoSuchProcess:
                 continue
 
