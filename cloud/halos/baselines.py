@@ -33,6 +33,7 @@ def run_sync(task: LMTask, topology: Topology, optim: WorkerOptimConfig, run: Ru
     Each worker draws from the same data stream as its asynchronous counterpart.
     """
     t0, c0 = time.perf_counter(), time.process_time()
+    topology = topology.for_model(task.n_bytes)  # compute and latency at this model's scale
     places = topology.workers()
     n = len(places)
     model = task.new_model(run.seed)
@@ -90,6 +91,7 @@ def run_diloco(
     """DiLoCo: every worker runs H local AdamW steps from the shared model, the pseudo-gradients are
     averaged by all-reduce, and an outer Nesterov SGD step moves the shared model."""
     t0, c0 = time.perf_counter(), time.process_time()
+    topology = topology.for_model(task.n_bytes)  # compute and latency at this model's scale
     places = topology.workers()
     n = len(places)
     pool = WorkerPool(n, task, optim, run.seed)

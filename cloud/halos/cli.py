@@ -47,8 +47,8 @@ def topology_cmd(
     h: int = typer.Option(8, "--h", help="HALoS's H (local steps of the fastest worker)."),
 ) -> None:
     """Print the bandwidth/latency matrix and what it costs: per-worker H_i and task time, all-reduce time."""
-    topo = Topology.from_yaml(topology)
     n_bytes = int(model_mb * 1e6)
+    topo = Topology.from_yaml(topology).for_model(n_bytes)  # compute and latency at this model's scale
     table = Table(title=f"links ({topo.source}): Gbps / one-way ms")
     table.add_column("from \\ to")
     for r in range(topo.n_regions):

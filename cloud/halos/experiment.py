@@ -76,6 +76,7 @@ def global_steps_within(
     """
     method = Method(method)
     cfg = configs or MethodConfigs()
+    topology = topology.for_model(n_bytes)
     places = topology.workers()
     n = len(places)
     if method is Method.SYNC:

@@ -89,6 +89,8 @@ class HierarchySim:
         server_of: list[int],
         global_server: GlobalServer | None,
     ) -> None:
+        # compute time and latency rescaled to this model's bytes (a no-op for a topology of this model)
+        topology = topology.for_model(task.n_bytes)
         self.task, self.topology, self.run_cfg = task, topology, run
         self.places = topology.workers()
         self.pool = WorkerPool(len(self.places), task, optim, run.seed)

@@ -3,13 +3,19 @@
 Communication time over a link is latency + bytes * 8 / bandwidth (the reference's model plus a
 latency term); compute time of a local step is `step_time_s / s_i`, s_i the worker's speed relative
 to the fastest (the reference: 238 ms per step for the fastest worker).
+
+A topology whose step time was measured on another model (`step_time_bytes`: the reference's 238 ms
+is Pythia-70M, 281.7 MB in float32) is rescaled to the model actually trained by `for_model`: compute
+time and latency shrink by (our bytes / its bytes), so every ratio of compute, latency and transfer
+time (bytes / bandwidth) is the reference's. The simulated clock is then the reference's clock times
+that factor.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -41,6 +47,8 @@ class Topology:
     speeds: tuple[tuple[float, ...], ...]  # speeds[r] = the speeds of region r's workers
     step_time_s: float = 0.238
     source: str = "<code>"
+    # bytes of the model whose step `step_time_s` is (None: the step time is for the model trained)
+    step_time_bytes: float | None = None
 
     def __post_init__(self) -> None:
         n = len(self.bandwidth_gbps)
@@ -71,12 +79,18 @@ class Topology:
             raise HalosConfigError(f"Topology.speeds must all be > 0, but got {self.speeds}{where}")
         if not self.step_time_s > 0:
             raise HalosConfigError(f"Topology.step_time_s > 0 must hold, but got {self.step_time_s}{where}")
+        if self.step_time_bytes is not None and not self.step_time_bytes > 0:
+            raise HalosConfigError(
+                f"Topology.step_time_bytes > 0 must hold, but got {self.step_time_bytes}{where}; "
+                "give the model bytes the step time was measured on, or leave it out"
+            )
 
     # -- construction ---------------------------------------------------------------------------
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Topology:
-        """Read `regions`, `bandwidth_gbps`, `latency_ms`, `worker_speeds`, `step_time_ms` from a YAML file."""
+        """Read `bandwidth_gbps`, `latency_ms`, `worker_speeds`, `step_time_ms` and `step_time_model_bytes`
+        from a YAML file."""
         path = Path(path)
         try:
             doc = yaml.safe_load(path.read_text())
@@ -98,6 +112,9 @@ class Topology:
             speeds=tuple(tuple(float(v) for v in row) for row in doc["worker_speeds"]),
             step_time_s=float(doc.get("step_time_ms", 238.391)) / 1000.0,
             source=str(path),
+            step_time_bytes=(
+                None if doc.get("step_time_model_bytes") is None else float(doc["step_time_model_bytes"])
+            ),
         )
 
     @classmethod
@@ -109,6 +126,20 @@ class Topology:
     def single(cls, workers: int = 1, speed: float = 1.0, step_time_s: float = 0.238) -> Topology:
         """One region, `workers` equal workers, no delay on any link (bandwidth effectively infinite)."""
         return cls(((1e12,),), ((0.0,),), ((speed,) * workers,), step_time_s, source="single")
+
+    def for_model(self, n_bytes: int) -> Topology:
+        """This geography for a model of `n_bytes`: when the step time was measured on a model of
+        `step_time_bytes`, compute time and latencies scale by n_bytes / step_time_bytes, so compute,
+        latency and transfer (n_bytes / bandwidth) keep the proportions they have for that model."""
+        if self.step_time_bytes is None or self.step_time_bytes == n_bytes:
+            return self
+        f = n_bytes / self.step_time_bytes
+        return replace(
+            self,
+            step_time_s=self.step_time_s * f,
+            latency_s=tuple(tuple(v * f for v in row) for row in self.latency_s),
+            step_time_bytes=float(n_bytes),
+        )
 
     # -- queries --------------------------------------------------------------------------------
 

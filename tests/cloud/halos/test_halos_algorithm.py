@@ -177,6 +177,29 @@ def test_topology_time_model() -> None:
     assert topo.allreduce_time(10**6) > topo.comm_time(10**6, 0, 2)
 
 
+def test_topology_for_model_keeps_the_reference_regime(task: LMTask) -> None:
+    ref = Topology.default()
+    assert ref.step_time_bytes == 70_426_624 * 4  # Pythia-70M in float32, the reference's 238 ms step
+    n = task.n_bytes
+    ours = ref.for_model(n)
+    f = n / ref.step_time_bytes
+    assert ours.step_time_s == pytest.approx(ref.step_time_s * f)
+    assert ours.latency_s[1][3] == pytest.approx(0.120 * f)
+    assert ours.bandwidth_gbps == ref.bandwidth_gbps and ours.speeds == ref.speeds
+    # a transfer over the slowest link costs as many steps of the fastest worker as Pythia-70M's does
+    steps_ours = ours.comm_time(n, 1, 3) / ours.step_time_s
+    steps_ref = ref.comm_time(int(ref.step_time_bytes), 1, 3) / ref.step_time_s
+    assert steps_ours == pytest.approx(steps_ref) and steps_ref == pytest.approx(81.3, abs=0.1)
+    assert ours.for_model(n) == ours  # already at this model's scale
+    assert Topology.single(1).for_model(n) == Topology.single(1)  # no reference model: unchanged
+    # a simulation handed the committed topology runs on the rescaled clock
+    curve = simulate("sync", task, ref, OPTIM, RunConfig(budget_steps=2, eval_every=1))
+    assert curve.final_time == pytest.approx(2 * ours.lockstep_round_time(n, [1] * 16))
+    assert curve.final_time < 0.01 * 2 * ref.lockstep_round_time(n, [1] * 16)
+    with pytest.raises(HalosConfigError, match="step_time_bytes"):
+        Topology(((1.0,),), ((0.0,),), ((1.0,),), step_time_bytes=0.0)
+
+
 def test_configuration_errors_state_rule_value_and_fix(tmp_path) -> None:
     with pytest.raises(HalosConfigError, match=r"merge_alpha.*got merge_alpha=0.0"):
         HalosConfig(merge_alpha=0.0)
