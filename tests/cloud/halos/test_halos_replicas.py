@@ -106,12 +106,17 @@ def test_a_run_ends_at_its_time_cap_with_the_predicted_tokens(task: LMTask, meth
 
 
 def test_faster_methods_get_more_tokens_within_a_cap(task: LMTask) -> None:
-    topo = Topology.default()
+    topo = Topology.default().for_model(task.n_bytes)  # the reference's regime at this model's bytes
     cap = 2000 * topo.lockstep_round_time(task.n_bytes, [1] * 16)
     steps = {m: global_steps_within(m, topo, task.n_bytes, cap) for m in Method}
     assert steps[Method.SYNC] == 2000
-    # sync waits for the slowest worker (speed 0.107 of the fastest) every step; the asynchronous
-    # methods run every worker flat out
-    assert steps[Method.HALOS] > 5 * steps[Method.SYNC]
-    assert steps[Method.ASYNC_LOCAL_SGD] > 5 * steps[Method.SYNC]
+    # sync waits for the slowest worker (speed 0.107 of the fastest) and an all-reduce over the slow
+    # links every step; the asynchronous methods run every worker flat out
+    assert steps[Method.HALOS] > 20 * steps[Method.SYNC]
+    assert steps[Method.ASYNC_LOCAL_SGD] > 20 * steps[Method.SYNC]
     assert steps[Method.SYNC] < steps[Method.DILOCO] < steps[Method.HALOS]
+    # Async Local-SGD's workers outside region 0 wait on slow links for every task; HALoS's workers
+    # talk to their own region's server, so it turns tokens over much faster
+    assert steps[Method.HALOS] > 1.5 * steps[Method.ASYNC_LOCAL_SGD]
+    # handed the committed (Pythia-70M) topology, it rescales to this model itself
+    assert {m: global_steps_within(m, Topology.default(), task.n_bytes, cap) for m in Method} == steps
