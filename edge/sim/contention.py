@@ -8,8 +8,9 @@ kernels, all processes of one session share one CPU share, so workers left in th
 session would compete as a single job however many there are), are started and stopped by their
 pid, and are reaped; `close()` is idempotent.
 
-The job runs on the robot's computer: when the robot stack has a cgroup (`tether/<stack>`, made by
-the hardware-profile emulation or ConfigBot), each worker joins it in a group of its own
+The job runs on the robot's computer: when the robot stack's cgroup (`tether/<stack>`, made at launch
+by the hardware-profile emulation, or by ConfigBot once it runs) exists as the job starts, each worker
+joins it in a group of its own
 (`tether/<stack>/background-<i>`), so it draws on the emulated device's CPU (the stack's quota),
 competes with each node as one more process would, and no node's knob reaches it. Without a stack
 cgroup the workers compete with the whole machine.
