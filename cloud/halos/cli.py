@@ -62,8 +62,10 @@ def topology_cmd(
             ),
         )
     console.print(table)
-    workers = Table(title=f"workers (step {topo.step_time_s * 1e3:.1f} ms on the fastest)")
-    for col in ("worker", "region", "speed", "relative", f"H_i (H={h})", "task compute s"):
+    workers = Table(
+        title=f"workers (step {topo.step_time_s * 1e3:.4g} ms on the fastest, at this model size)"
+    )
+    for col in ("worker", "region", "speed", "relative", f"H_i (H={h})", "task compute ms"):
         workers.add_column(col)
     for p in topo.workers():
         hi = local_steps_for(h, p.relative_speed, True)
@@ -73,13 +75,13 @@ def topology_cmd(
             f"{p.speed:g}",
             f"{p.relative_speed:.3f}",
             str(hi),
-            f"{topo.compute_time(hi, p.relative_speed):.2f}",
+            f"{topo.compute_time(hi, p.relative_speed) * 1e3:.4g}",
         )
     console.print(workers)
     bw, lat = topo.best_ring()
     console.print(
         f"best inter-region ring: {bw:g} Gbps bottleneck, {lat * 1e3:g} ms; all-reduce of "
-        f"{model_mb:g} MB: {topo.allreduce_time(n_bytes):.3f} s"
+        f"{model_mb:g} MB: {topo.allreduce_time(n_bytes) * 1e3:.4g} ms"
     )
 
 
