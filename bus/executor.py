@@ -46,6 +46,7 @@ class Executor:
         # Held while any callback of this executor runs; re-entrant so a callback may spin_once.
         self._callback_lock = threading.RLock()
         self._idle = False  # True only while the spinning thread waits for work with nothing due
+        self._inline = threading.local()  # .inside: this thread runs an inline delivery now
 
     # -- owners ---------------------------------------------------------------------------
     def add_node(self, node: Node) -> None:
@@ -87,14 +88,19 @@ class Executor:
         Only while the executor is idle, so inline deliveries never delay timers or queued work
         by more than the one callback in progress. Pair every True with `exit_inline()`.
         """
+        # Never nested: a callback whose publish is delivered on its own thread queues that message.
+        if getattr(self._inline, "inside", False):
+            return False
         if not self._idle or not self._callback_lock.acquire(blocking=False):
             return False
         if not self._idle:  # the spinning thread woke up in between: let it run first
             self._callback_lock.release()
             return False
+        self._inline.inside = True
         return True
 
     def exit_inline(self) -> None:
+        self._inline.inside = False
         self._callback_lock.release()
 
     # -- running ----------------------------------------------------------------------------

@@ -361,3 +361,27 @@ def test_a_slow_callback_goes_back_through_the_queue(bus):
         spinner.stop()
         source.destroy_node()
         sink.destroy_node()
+
+
+def test_inline_delivery_never_nests_and_waits_for_an_idle_executor():
+    from tether.bus.executor import SingleThreadedExecutor
+
+    ex = SingleThreadedExecutor()
+    assert not ex.enter_inline()  # not spinning: messages wait in the queue, as rclpy's do
+    spinner = threading.Thread(target=ex.spin, daemon=True)
+    spinner.start()
+    try:
+        assert wait_for(ex.enter_inline, timeout=5)  # idle now: a transport thread may deliver
+        assert not ex.enter_inline()  # a delivery on the same thread (a callback's own publish) queues
+        got: list[bool] = []
+        other = threading.Thread(target=lambda: got.append(ex.enter_inline()))
+        other.start()
+        other.join()
+        assert got == [False]  # another transport thread waits its turn too
+        ex.exit_inline()
+        assert ex.enter_inline()
+        ex.exit_inline()
+    finally:
+        ex.shutdown()
+        spinner.join(timeout=5)
+    assert not ex.enter_inline()
