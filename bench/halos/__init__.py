@@ -182,7 +182,7 @@ def _run_all(ctx: BenchContext, setup: Setup) -> dict[tuple[str, int], Curve]:
         curves[key] = c
         run_file(cache, key[0], key[1], setup.lr[key[0]]).write_text(json.dumps(asdict(c)))
         ctx.progress(
-            f"{key[0]} seed {key[1]}: loss {c.final_loss:.4f} at the cap ({c.final_time:.0f} simulated s, "
+            f"{key[0]} seed {key[1]}: loss {c.final_loss:.4f} at the end of the run ({c.final_time:.4g} simulated s, "
             f"{c.steps[-1]:.0f} global steps of tokens; {c.real_seconds:.0f} s real, {c.cpu_seconds:.0f} s CPU)"
         )
 
