@@ -185,7 +185,9 @@ def test_under_contention_configbot_finds_a_feasible_config_and_the_library_warm
     try:
         manager.set_quota(None, 0.2)
         first = _bot(spec, probe, tmp_path, sampler="gp")
-        report = _run_until(first, lambda: _converged_for(first, 4.0), timeout=45)
+        # Five windows after convergence: one window at the edge of the minimum (27.9 Hz under load) may
+        # miss it without hiding a configuration that does not hold.
+        report = _run_until(first, lambda: _converged_for(first, 6.0), timeout=50)
         conv = [e for e in first.timeline.events if e["kind"] == "converged"]
         assert conv and report["best"] is not None, report["messages"]
         trials = report["trials"]
