@@ -3,8 +3,14 @@ navigation node starved by a cgroup quota lowers the cmd_vel rate and makes the 
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
+import psutil
 import pytest
 import yaml
 
@@ -105,21 +111,12 @@ def test_starved_navigation_lowers_cmd_vel_rate_and_drives_worse(bus, tmp_path):
 
 def test_ctrl_c_stops_the_caller_not_just_the_stack(bus, tmp_path):
     """A benchmark runs stacks in a row: Ctrl-C must end it, with every node stopped, not start the next."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import psutil
-
     code = (
         "import sys, json; from tether.edge.robot.stack import run_stack\n"
         "def started(name, pid): print('started', name, pid, flush=True)\n"
         f"for i in range(2):\n    run_stack({str(_scenario(tmp_path))!r}, args=json.loads(sys.argv[1]), on_start=started)\n"
         "print('second run finished', flush=True)\n"
     )
-    import json
-
     proc = subprocess.Popen(
         [sys.executable, "-c", code, json.dumps(LIGHT)],
         env=bus.env,

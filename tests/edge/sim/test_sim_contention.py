@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -87,9 +89,6 @@ def test_without_a_stack_cgroup_workers_stay_outside():
 
 def test_workers_end_with_the_process_that_started_them():
     """A worker outlives a SIGKILLed simulator by a moment only: it watches its parent."""
-    import subprocess
-    import sys
-
     code = (
         "from tether.edge.sim.contention import Contention; import time; "
         "c = Contention(1.0, cores=1); print(c.start()[0], flush=True); time.sleep(60)"
