@@ -113,8 +113,10 @@ class DSLANode(Node):
                 return
             _, level = item
             try:
-                self.serve.set_converted_layers(level)
+                # The parameter reads "manual" before the level moves, so a reader that sees the
+                # new level also sees the policy it implies.
                 self._write("policy", "manual")
+                self.serve.set_converted_layers(level)
             except Exception:
                 self.get_logger().exception("setting converted_layers=%s failed", level)
             self._write("converted_layers", self.serve.level)
