@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tether.bus.messages import MessageError, deserialize
+from tether.bus.cdr import CdrError
+from tether.bus.messages import MessageError, codec, deserialize
 from tether.bus.publisher import ATTACHMENT
 from tether.bus.qos import QoSProfile
 from tether.bus.transport._base import Closable
@@ -67,6 +68,8 @@ class Subscription:
         self._next_allowed = 0.0
         self._max_bytes = node._max_message_bytes
         self._has_header = "header" in getattr(msg_type, "__dataclass_fields__", {})
+        compiled = None if raw else codec(type_name)  # compiled now, not on the first message
+        self._decode = compiled.decode if compiled is not None else self._decode_slow
         self._cheap = True  # the last callback took under INLINE_MAX_SECONDS
         self._handle: Closable | None = None
         self._token: Closable | None = None
@@ -82,20 +85,19 @@ class Subscription:
 
     # -- transport thread ---------------------------------------------------------------------
     def _on_sample(self, payload: bytes, attachment: bytes | None) -> None:
-        tel = self.node.telemetry
         if len(payload) > self._max_bytes:
-            tel.oversized.value += 1
+            self.node.telemetry.oversized.value += 1
             return
         if attachment is not None and len(attachment) == ATTACHMENT.size:
             pub_id, seq, _ = ATTACHMENT.unpack(attachment)
             last = self._last_seq.get(pub_id)
             if last is not None and seq > last + 1:
-                tel.dropped.value += seq - last - 1
+                self.node.telemetry.dropped.value += seq - last - 1
             self._last_seq[pub_id] = seq
         if self._cap_period:
             now = time.monotonic()
             if now < self._next_allowed:
-                tel.rate_capped.value += 1
+                self.node.telemetry.rate_capped.value += 1
                 return
             self._next_allowed = max(self._next_allowed, now - self._cap_period) + self._cap_period
         if self._cheap and not self._scheduled and not self._pending:
@@ -108,7 +110,7 @@ class Subscription:
                 return
         if len(self._pending) >= self.qos_profile.depth:
             self._pending.popleft()
-            tel.dropped.value += 1
+            self.node.telemetry.dropped.value += 1
         self._pending.append(payload)
         if not self._scheduled:
             # One executor item drains a burst: fewer queue hand-offs than one item per message.
@@ -134,10 +136,13 @@ class Subscription:
             msg = payload
         else:
             try:
-                msg = deserialize(payload, self.type_name)
-            except MessageError:
-                self.node.telemetry.malformed.value += 1
-                return
+                msg = self._decode(payload)
+            except (CdrError, MessageError):
+                try:  # big-endian CDR goes to rosbags; anything else really is malformed
+                    msg = self._decode_slow(payload)
+                except MessageError:
+                    self.node.telemetry.malformed.value += 1
+                    return
             if self._has_header:
                 stamp = msg.header.stamp
                 sent_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
@@ -145,6 +150,9 @@ class Subscription:
                     self._e2e.add((self.node._clock.now_ns() - sent_ns) / 1e6)
         self._counter.value += 1
         self._cheap = self.node._run_callback(self.callback, (msg,)) < INLINE_MAX_SECONDS
+
+    def _decode_slow(self, payload: bytes) -> Any:
+        return deserialize(payload, self.type_name)
 
     def destroy(self) -> None:
         if self._handle is not None:

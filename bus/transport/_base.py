@@ -33,7 +33,9 @@ class Closable(ABC):
 class RawPublisher(Closable):
     @abstractmethod
     def put(self, payload: bytes | bytearray, attachment: bytes | None = None) -> None:
-        """Send one serialised message. Called from any thread; must not block beyond congestion control."""
+        """Send one serialised message. Called from any thread; must not block beyond congestion control.
+
+        `payload` is the publisher's reused buffer: copy what must outlive the call."""
 
     def matched(self) -> bool:
         """Whether some subscriber listens now (a hint; True when the transport cannot tell)."""
