@@ -417,6 +417,8 @@ class Codec:
                 buf = bytearray(size)
             buf[:4] = HEADER
             end = self._encode(memoryview(buf), 4, msg)
+        except CdrError as exc:  # a fixed-size array of the wrong length
+            raise CdrError(f"{self.typename}: {exc}") from None
         except (struct.error, AttributeError, TypeError, ValueError, OverflowError) as exc:
             raise CdrError(f"{self.typename} does not encode: {type(exc).__name__}: {exc}") from exc
         if end != size:  # a field changed between measuring and writing (another thread)
