@@ -46,7 +46,7 @@ class Executor:
         # Held while any callback of this executor runs; re-entrant so a callback may spin_once.
         self._callback_lock = threading.RLock()
         self._idle = False  # True only while the spinning thread waits for work with nothing due
-        self._inline = threading.local()  # .inside: this thread runs an inline delivery now
+        self._inline_thread: int | None = None  # the thread running an inline delivery (holds the lock)
 
     # -- owners ---------------------------------------------------------------------------
     def add_node(self, node: Node) -> None:
@@ -89,18 +89,20 @@ class Executor:
         by more than the one callback in progress. Pair every True with `exit_inline()`.
         """
         # Never nested: a callback whose publish is delivered on its own thread queues that message.
-        if getattr(self._inline, "inside", False):
+        # Only the lock's holder can be inline, so one attribute tells whether it is this thread.
+        me = threading.get_ident()
+        if self._inline_thread == me:
             return False
         if not self._idle or not self._callback_lock.acquire(blocking=False):
             return False
         if not self._idle:  # the spinning thread woke up in between: let it run first
             self._callback_lock.release()
             return False
-        self._inline.inside = True
+        self._inline_thread = me
         return True
 
     def exit_inline(self) -> None:
-        self._inline.inside = False
+        self._inline_thread = None
         self._callback_lock.release()
 
     # -- running ----------------------------------------------------------------------------

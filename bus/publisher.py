@@ -71,23 +71,24 @@ class Publisher:
 
     def publish(self, msg: Any) -> None:
         """Publish a message of this publisher's type, or bytes already in CDR."""
-        if isinstance(msg, (bytes, bytearray, memoryview)):
-            with self._lock:
-                self._seq += 1
-                self._raw.put(bytes(msg) if isinstance(msg, memoryview) else msg, self._attachment())
-            self._counter.value += 1
-            return
-        if type(msg) is not self.msg_type and getattr(msg, "__msgtype__", self.type_name) != self.type_name:
-            raise MessageError(
-                f"publisher on {self.topic_name} carries {self.type_name}, but got {msg.__msgtype__}"
-            )
+        if type(msg) is not self.msg_type:
+            if isinstance(msg, (bytes, bytearray, memoryview)):
+                with self._lock:
+                    self._seq += 1
+                    self._raw.put(bytes(msg) if isinstance(msg, memoryview) else msg, self._attachment())
+                self._counter.value += 1
+                return
+            if getattr(msg, "__msgtype__", self.type_name) != self.type_name:
+                raise MessageError(
+                    f"publisher on {self.topic_name} carries {self.type_name}, but got {msg.__msgtype__}"
+                )
         with self._lock:  # one reused buffer: a 64 KiB message costs no allocation
             try:
                 payload = self._buf = self._encode(msg, self._buf)
             except CdrError as exc:
                 raise MessageError(f"cannot publish on {self.topic_name}: {exc}") from None
             self._seq += 1
-            self._raw.put(payload, self._attachment())
+            self._raw.put(payload, ATTACHMENT.pack(self._id, self._seq, time.time_ns()))
         self._counter.value += 1
 
     def _attachment(self) -> bytes:
