@@ -106,13 +106,25 @@ class _Gen:
         if key in self.done:
             return
         self.done.add(key)
+        self.helpers += self.functions(typename, "_" + key, known=1)
+
+    def functions(self, typename: str, suffix: str, known: int) -> list[str]:
+        """Source of size`suffix`, encode`suffix` and decode`suffix` for `typename`, entered with
+        `known` alignment (8 at the start of the data, 1 for an element of a sequence)."""
         ops: list = []
         self.flatten(typename, "m", ops)
-        size = ["def size_" + key + "(m, p):", *self.size_body(ops, known=1), "    return p"]
-        enc = ["def enc_" + key + "(mv, p, m):", *self.enc_body(ops, known=1), "    return p"]
-        dec_lines, value = self.dec_body(typename, known=1)
-        dec = ["def dec_" + key + "(mv, p, end):", *dec_lines, f"    return {value}, p"]
-        self.helpers += size + enc + dec
+        dec_lines, value = self.dec_body(typename, known)
+        return [
+            f"def size{suffix}(m, p):",
+            *self.size_body(ops, known),
+            "    return p",
+            f"def encode{suffix}(mv, p, m):",
+            *self.enc_body(ops, known),
+            "    return p",
+            f"def decode{suffix}(mv, p, end):",
+            *dec_lines,
+            f"    return {value}, p",
+        ]
 
     # -- size ---------------------------------------------------------------------------------
 
@@ -124,7 +136,7 @@ class _Gen:
             kind = op[0]
             if kind == "prim":
                 size = _BASE[op[2]][1]
-                static, known, pre = _place(static, known, size, lines)
+                static, known, pre = _place(static, known, size)
                 lines += pre
                 static += size
                 continue
@@ -243,7 +255,7 @@ class _Gen:
                 else:
                     lines.append(f"    if len({op[1]}) != {op[3]}:")
                     lines.append(f"        raise CdrError('{op[1][2:]} must have {op[3]} elements')")
-                lines += [f"    for e in {op[1]}:", f"        p = enc_{_ident(op[2])}(mv, p, e)"]
+                lines += [f"    for e in {op[1]}:", f"        p = encode_{_ident(op[2])}(mv, p, e)"]
                 known = 1
         flush()
         return [ln for ln in lines if ln]
@@ -329,7 +341,7 @@ class _Gen:
                     lines.append("    if p + n > end:")
                     lines.append("        raise CdrError(f'{n} messages at offset {p} cannot fit')")
                     lines += [f"    {v} = []", "    for _ in range(n):"]
-                    lines += [f"        e, p = dec_{_ident(sub[1])}(mv, p, end)", f"        {v}.append(e)"]
+                    lines += [f"        e, p = decode_{_ident(sub[1])}(mv, p, end)", f"        {v}.append(e)"]
                 else:
                     raise Unsupported(str(sub))
                 state["known"] = 1
@@ -345,7 +357,7 @@ def _ident(typename: str) -> str:
     return typename.replace("/", "__")
 
 
-def _place(static: int, known: int, size: int, lines: list[str]) -> tuple[int, int, list[str]]:
+def _place(static: int, known: int, size: int) -> tuple[int, int, list[str]]:
     """Size pass: align a primitive statically when the alignment is known, else at run time."""
     if size <= known:
         return static + (-static) % size, known, []
@@ -404,8 +416,9 @@ def _read_string(v: str) -> list[str]:
 class Codec:
     """Encoder and decoder of one message type (see the module docstring)."""
 
-    def __init__(self, typename: str, size, encode, decode) -> None:
+    def __init__(self, typename: str, size, encode, decode, source: str = "") -> None:
         self.typename = typename
+        self.source = source  # the generated Python, for debugging: print(codec.source)
         self._size, self._encode, self._decode = size, encode, decode
 
     def encode(self, msg: Any, buf: bytearray | None = None) -> bytearray:
@@ -445,19 +458,12 @@ def compile_codec(typename: str, store: Any) -> Codec | None:
     """A compiled codec for `typename`, or None when the type has fields left to rosbags."""
     gen = _Gen(store)
     try:
-        ops: list = []
-        gen.flatten(typename, "m", ops)
-        size = ["def size(m, p):", *gen.size_body(ops, known=8), "    return p"]
-        enc = ["def encode(mv, p, m):", *gen.enc_body(ops, known=8), "    return p"]
-        dec_lines, value = gen.dec_body(typename, known=8)
-        dec = ["def decode(mv, p, end):", *dec_lines, f"    return {value}, p"]
+        top = gen.functions(typename, "", known=8)
     except Unsupported:
         return None
     gen.consts["U32"] = struct.Struct("<I").pack_into
     gen.consts["U32R"] = struct.Struct("<I").unpack_from
-    source = "\n".join([*gen.helpers, *size, *enc, *dec]) + "\n"
+    source = "\n".join([*gen.helpers, *top]) + "\n"
     namespace = dict(gen.consts)
     exec(compile(source, f"<cdr {typename}>", "exec"), namespace)  # noqa: S102 - our own generated code
-    codec = Codec(typename, namespace["size"], namespace["encode"], namespace["decode"])
-    codec.source = source  # type: ignore[attr-defined]  # for debugging: print(codec.source)
-    return codec
+    return Codec(typename, namespace["size"], namespace["encode"], namespace["decode"], source)

@@ -88,7 +88,7 @@ class Publisher:
             except CdrError as exc:
                 raise MessageError(f"cannot publish on {self.topic_name}: {exc}") from None
             self._seq += 1
-            self._raw.put(payload, ATTACHMENT.pack(self._id, self._seq, time.time_ns()))
+            self._raw.put(payload, self._attachment())
         self._counter.value += 1
 
     def _attachment(self) -> bytes:
