@@ -7,6 +7,11 @@ parameters: q, o, gates, mixture; k and v are the teacher's). Step j of the chai
 every layer file of the first j steps: layers are trained in order with the earlier ones
 frozen, so every prefix is a consistent model. `partial.pt` holds a step in progress
 (resume).
+
+`tether dsla order` adds `measured_order` to the manifest: the converted layers by their measured
+cost (`sensitivity.conversion_costs`), the order serving converts them in (`serving_order`). A
+prefix of it is a subset of the chain's layers, each trained with the chain's earlier layers
+converted; the benchmark scores those subsets as they are.
 """
 
 from __future__ import annotations
@@ -132,6 +137,21 @@ class Chain:
         return [ChainStep(**s) for s in self.manifest["steps"]]
 
     @property
+    def serving_order(self) -> list[int]:
+        """The converted layers in the order serving converts them: by measured cost where
+        `tether dsla order` measured them, then any converted since, in chain order."""
+        measured = self.manifest.get("measured_order", {}).get("order", [])
+        done = self.converted
+        first = [layer for layer in measured if layer in done]
+        return first + [layer for layer in done if layer not in first]
+
+    @property
+    def full_order(self) -> list[int]:
+        """Every layer: the serving order, then the layers not yet converted in chain order."""
+        first = self.serving_order
+        return first + [layer for layer in self.order if layer not in first]
+
+    @property
     def num_converted(self) -> int:
         return len(self.manifest["steps"])
 
@@ -171,6 +191,31 @@ class Chain:
         self._write()
         (self.folder / "partial.pt").unlink(missing_ok=True)
 
+    def set_measured_order(self, costs: dict[int, float], how: dict[str, Any]) -> list[int]:
+        """Record each converted layer's measured cost and the serving order they give; returns it.
+        `how` says how they were measured (metric, windows, tokens); kept beside them."""
+        from tether.cloud.dsla.sensitivity import measured_order
+
+        unknown = sorted(set(costs) - set(self.converted))
+        if unknown:
+            raise ChainError(
+                f"layers {unknown} are not converted in {self.folder}; measure converted layers only"
+            )
+        order = measured_order(costs)
+        self.manifest["measured_order"] = {
+            "order": order,
+            "cost": {str(layer): costs[layer] for layer in order},
+            **how,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        self._write()
+        return order
+
+    def clear_measured_order(self) -> None:
+        """Serve in chain order again."""
+        if self.manifest.pop("measured_order", None) is not None:
+            self._write()
+
     def save_partial(self, state: dict[str, Any]) -> None:
         tmp = self.folder / "partial.pt.tmp"
         torch.save(state, tmp)
@@ -187,8 +232,9 @@ class Chain:
 
     def load_into(self, model: Transformer, upto: int | None = None, *, activate: bool = True) -> list[int]:
         """Attach this chain's kind to every layer and load the trained parameters of the first `upto`
-        steps (all finished ones by default). With `activate`, those layers become the active kind
-        (dense forward and new sequences use them). Returns the converted layers in chain order."""
+        layers of the serving order (all converted ones by default). With `activate`, those layers
+        become the active kind (dense forward and new sequences use them). Returns them in serving
+        order (chain order unless `tether dsla order` measured one)."""
         n = self.num_converted if upto is None else upto
         if not 0 <= n <= self.num_converted:
             raise ChainError(
@@ -200,7 +246,7 @@ class Chain:
                 f"the model {model.config.n_layer}"
             )
         impls = attach(model, self.manifest["n_states"], self.manifest.get("settings", {}).get("chunk", 16))
-        layers = self.converted[:n]
+        layers = self.serving_order[:n]
         for layer in layers:
             path = self.folder / f"layer_{layer}.safetensors"
             if not path.is_file():

@@ -1,4 +1,4 @@
-"""`tether dsla`: distil a DSLA conversion chain, show chains, serve with online conversion on the bus."""
+"""`tether dsla`: distil a DSLA conversion chain, measure its serving order, show chains, serve on the bus."""
 
 from __future__ import annotations
 
@@ -93,7 +93,9 @@ def distill(
         False, "--fresh", help="Delete the chain folder first instead of resuming it."
     ),
     order_from: Optional[str] = typer.Option(
-        None, help="Take the order from this chain (no calibration pass)."
+        None,
+        help="Take the order from this chain (no calibration pass): its measured order first where "
+        "`tether dsla order` measured one, then its other layers in chain order.",
     ),
     steps_from: Optional[str] = typer.Option(
         None, help="Train each layer exactly as many steps as this chain did (an ablation at equal effort)."
@@ -159,7 +161,7 @@ def distill(
         if order_from:
             source = Chain.open(chains_root() / order_from)
             source.check_teacher(ckpt.name)
-            order, entropy = source.order, list(source.manifest["entropy"])
+            order, entropy = source.full_order, list(source.manifest["entropy"])
             log(f"order from {order_from}: {order}")
         else:
             calib = sample_batches(
@@ -300,6 +302,8 @@ def status(name: Optional[str] = typer.Argument(None, help="A chain folder name 
         steps = chain.steps
         minutes = sum(s.seconds for s in steps) / 60
         typer.echo(f"{folder.name}: {len(steps)}/{len(chain.order)} layers ({chain.kind}), {minutes:.1f} min")
+        if "measured_order" in chain.manifest:
+            typer.echo(f"  serving order (measured): {chain.serving_order}")
         for i, s in enumerate(steps, 1):
             local = f"{s.local_loss[0][1]:.3f}->{s.local_loss[-1][1]:.3f}" if s.local_loss else "-"
             e2e = f"{s.e2e_loss[0][1]:.3f}->{s.e2e_loss[-1][1]:.3f}" if s.e2e_loss else "-"
@@ -310,8 +314,72 @@ def status(name: Optional[str] = typer.Argument(None, help="A chain folder name 
 
 
 @app.command()
+def order(
+    name: Optional[str] = typer.Argument(
+        None, help="Chain folder name (default: <model>-dsla-gpu if distilled, else <model>-dsla)."
+    ),
+    windows: int = typer.Option(6, min=1, help="Calibration windows from the distillation corpus."),
+    seq_len: int = typer.Option(1024, min=8, help="Tokens per window."),
+    seed: int = typer.Option(7),
+    threads: int = typer.Option(2, min=1, max=256, help="torch threads."),
+    clear: bool = typer.Option(False, "--clear", help="Forget the measured order: serve in chain order."),
+    tokens: Optional[Path] = typer.Option(
+        None, help="Read the tokens from this .npz (`tether dsla tokens`)."
+    ),
+) -> None:
+    """Measure each converted layer's cost (KL from the teacher with that layer alone converted) and
+    make serving convert the cheapest first; `tether bench dsla` and `tether dsla serve` use it."""
+    import numpy as np
+    import torch
+
+    from tether.cloud.dsla.chain import Chain
+    from tether.cloud.dsla.distill import sample_batches
+    from tether.cloud.dsla.sensitivity import conversion_costs
+    from tether.cloud.lm.checkpoint import load_checkpoint
+    from tether.cloud.lm.model import Transformer
+
+    torch.set_num_threads(threads)
+    ckpt = load_checkpoint()
+    folder = chains_root() / (name or preferred_chain(default_chain_name(ckpt.name, 2)))
+    chain = Chain.open(folder)
+    chain.check_teacher(ckpt.name)
+    if clear:
+        chain.clear_measured_order()
+        typer.echo(f"{folder.name}: serving in chain order {chain.converted}")
+        return
+    if not chain.converted:
+        raise typer.BadParameter(f"{folder.name} has no converted layer yet; run `tether dsla distill` first")
+    t0 = time.perf_counter()
+    model = Transformer.from_checkpoint(ckpt)
+    layers = chain.load_into(model, activate=False)
+    train, _, _ = _load_tokens(tokens, ckpt.tokenizer)
+    calib = sample_batches(train, 1, windows, seq_len, np.random.default_rng(seed))[0]
+
+    def shown(layer: int, cost: float) -> None:
+        typer.echo(f"  layer {layer:2d}: KL {cost:.4f} nats/token")
+
+    costs = conversion_costs(model, chain.kind, layers, calib, progress=shown)
+    how = {"metric": "kl_nats_per_token", "windows": windows, "seq_len": seq_len, "seed": seed}
+    serving = chain.set_measured_order(costs, how)
+    typer.echo(
+        f"{folder.name}: serving order {serving} (chain order {chain.converted}); "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
+
+
+def preferred_chain(name: str) -> str:
+    """`<name>-gpu` (the chain distilled larger on a GPU, `tether dsla distill --device cuda --name
+    <name>-gpu`) when it exists, else `name`."""
+    from tether.cloud.dsla.chain import Chain
+
+    return f"{name}-gpu" if Chain.exists(chains_root() / f"{name}-gpu") else name
+
+
+@app.command()
 def serve(
-    chain: Optional[str] = typer.Option(None, help="Chain folder name (default: <model>-dsla)."),
+    chain: Optional[str] = typer.Option(
+        None, help="Chain folder name (default: <model>-dsla-gpu if distilled, else <model>-dsla)."
+    ),
 ) -> None:
     """Serve the model with online conversion on the bus (node /cloud/dsla); Ctrl-C stops it."""
     from tether.cloud.dsla.service import main

@@ -47,8 +47,9 @@ class FoldStats:
 class DSLAServe:
     """Owns the conversion level of an engine whose model has a DSLA kind on the chain's layers.
 
-    `order`: the distilled layers in chain order (level n converts order[:n]); `kind`: the
-    slots' DSLA kind name. Thread-safe: every change runs in the engine thread (`engine.call`).
+    `order`: the distilled layers in serving order (`Chain.serving_order`; level n converts
+    order[:n]); `kind`: the slots' DSLA kind name. Thread-safe: every change runs in the engine
+    thread (`engine.call`).
     """
 
     def __init__(

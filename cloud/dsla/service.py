@@ -152,9 +152,10 @@ class DSLANode(Node):
 
 
 def load_serve(chain: str | None = None) -> DSLAServe:
-    """The embedded model (or the `lm_model` setting) with its distilled chain, ready to serve."""
+    """The embedded model (or the `lm_model` setting) with its distilled chain (default: the GPU-distilled
+    one where it exists), converting in the chain's serving order, ready to serve."""
     from tether.cloud.dsla.chain import Chain
-    from tether.cloud.dsla.cli import chains_root, default_chain_name
+    from tether.cloud.dsla.cli import chains_root, default_chain_name, preferred_chain
     from tether.cloud.lm.checkpoint import load_checkpoint
     from tether.cloud.lm.config import CacheConfig, EngineConfig
     from tether.cloud.lm.engine import LLMEngine
@@ -162,7 +163,7 @@ def load_serve(chain: str | None = None) -> DSLAServe:
 
     ckpt = load_checkpoint()
     model = Transformer.from_checkpoint(ckpt)
-    ch = Chain.open(chains_root() / (chain or default_chain_name(ckpt.name, 2)))
+    ch = Chain.open(chains_root() / (chain or preferred_chain(default_chain_name(ckpt.name, 2))))
     ch.check_teacher(ckpt.name)
     order = ch.load_into(model, activate=False)
     config = EngineConfig(cache=CacheConfig(kv_cache_bytes=4 << 30, side_cache_bytes=1 << 30))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from tether.cloud.dsla.chain import attach
+from tether.cloud.dsla.distill import DistillConfig
 from tether.cloud.lm import CacheConfig, EngineConfig, LLMEngine, ModelConfig, Tokenizer, Transformer
 
 torch.set_num_threads(
@@ -24,6 +26,26 @@ TINY = ModelConfig(
     context_len=1024,
     tie_embeddings=False,
 )
+
+
+# Chained distillation at the tiny scale: a few steps per layer, on random byte tokens.
+TINY_DISTILL = DistillConfig(
+    batch_size=2,
+    seq_len=32,
+    bank_batches=2,
+    local_steps=6,
+    e2e_steps=2,
+    e2e_batch_size=1,
+    budget_min=10,
+    max_layers=2,
+    lr_gates=1e-2,
+    lr_proj=1e-3,
+)
+
+
+def random_tokens(seed: int, n: int = 4000) -> np.ndarray:
+    """n random byte-level token ids (int32)."""
+    return np.random.default_rng(seed).integers(3, 259, n).astype(np.int32)
 
 
 def tiny_model(seed: int = 0, n_states: int = 2) -> Transformer:

@@ -7,29 +7,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, TINY_DISTILL, random_tokens
 
 from tether.cloud.dsla.chain import Chain, ChainError
 from tether.cloud.dsla.distill import DistillConfig, Distiller
 from tether.cloud.dsla.sensitivity import last_row_entropy, sensitivity_order
 from tether.cloud.lm import Transformer
 
-CFG = DistillConfig(
-    batch_size=2,
-    seq_len=32,
-    bank_batches=2,
-    local_steps=6,
-    e2e_steps=2,
-    e2e_batch_size=1,
-    budget_min=10,
-    max_layers=2,
-    lr_gates=1e-2,
-    lr_proj=1e-3,
-)
-
-
-def _tokens(seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(3, 259, 4000).astype(np.int32)
+CFG = TINY_DISTILL
+_tokens = random_tokens
 
 
 def test_chain_converts_in_sensitivity_order_saves_each_step_and_resumes(tmp_path) -> None:

@@ -1,0 +1,92 @@
+"""The measured serving order: each distilled layer's cost, the cheapest served first, and what it changes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY, TINY_DISTILL, random_tokens
+
+from tether.cloud.dsla.chain import Chain, ChainError
+from tether.cloud.dsla.distill import DistillConfig, Distiller
+from tether.cloud.dsla.sensitivity import conversion_costs, measured_order
+from tether.cloud.lm import Transformer
+
+CFG = DistillConfig(**{**TINY_DISTILL.__dict__, "local_steps": 4, "e2e_steps": 1})
+_tokens = random_tokens
+
+
+def _chain(tmp_path, max_layers: int) -> tuple[Transformer, Chain]:
+    teacher = Transformer.random(TINY, seed=0)
+    chain = Chain.create(
+        tmp_path / "chain",
+        teacher="tiny",
+        n_layer=3,
+        n_states=2,
+        order=[2, 0, 1],
+        entropy=[0.0] * 3,
+        settings={},
+    )
+    cfg = DistillConfig(**{**CFG.__dict__, "max_layers": max_layers})
+    Distiller(teacher, chain, cfg, _tokens(2), _tokens(3), log=lambda _: None).run()
+    return teacher, chain
+
+
+def test_costs_are_the_kl_from_the_teacher_and_leave_the_model_as_it_was(tmp_path) -> None:
+    model, chain = _chain(tmp_path, 3)
+    windows = torch.from_numpy(_tokens(4)[:96].astype(np.int64)).view(3, 32)
+    before = [slot.active for slot in model.slots]
+    seen: list[int] = []
+    costs = conversion_costs(
+        model, "dsla", chain.converted, windows, progress=lambda layer, _: seen.append(layer)
+    )
+    assert seen == chain.converted and sorted(costs) == [0, 1, 2]
+    assert all(c > 1e-6 for c in costs.values())  # a converted layer changes the next-token distribution
+    assert [slot.active for slot in model.slots] == before
+    # Against itself the teacher costs nothing: the KL compares with the all-softmax model.
+    same = conversion_costs(model, "softmax", [0, 1], windows)
+    assert same == pytest.approx({0: 0.0, 1: 0.0}, abs=1e-6)
+    # One layer's cost, by hand: KL(teacher || model with that layer alone converted), per token.
+    for slot in model.slots:
+        slot.active = "softmax"
+    with torch.no_grad():
+        t = torch.log_softmax(model(windows), -1)
+        model.slots[1].active = "dsla"
+        s = torch.log_softmax(model(windows), -1)
+    model.slots[1].active = "softmax"
+    assert costs[1] == pytest.approx(float((t.exp() * (t - s)).sum(-1).mean()), rel=1e-4)
+
+
+def test_serving_order_is_by_measured_cost_and_every_loader_follows_it(tmp_path) -> None:
+    model, chain = _chain(tmp_path, 2)  # layers 2 and 0 converted, 1 not yet
+    assert chain.serving_order == [2, 0] and chain.full_order == [2, 0, 1]
+    order = chain.set_measured_order({2: 0.5, 0: 0.1}, {"metric": "kl_nats_per_token", "windows": 3})
+    assert order == [0, 2] == measured_order({2: 0.5, 0: 0.1})
+    reopened = Chain.open(tmp_path / "chain")
+    manifest = json.loads((tmp_path / "chain" / "manifest.json").read_text())
+    assert manifest["measured_order"]["cost"] == {"0": 0.1, "2": 0.5} and manifest["order"] == [2, 0, 1]
+    assert reopened.serving_order == [0, 2] and reopened.full_order == [0, 2, 1]
+    assert reopened.converted == [2, 0]  # the chain itself is unchanged
+
+    # Loading a prefix activates the cheapest layers, not the chain's first.
+    fresh = Transformer.random(TINY, seed=0)
+    assert reopened.load_into(fresh, upto=1) == [0]
+    assert [slot.active for slot in fresh.slots] == ["dsla", "softmax", "softmax"]
+
+    # Distilling on: a layer converted after the measurement is served after the measured ones.
+    Distiller(
+        Transformer.random(TINY, seed=0),
+        reopened,
+        DistillConfig(**{**CFG.__dict__, "max_layers": 3}),
+        _tokens(2),
+        _tokens(3),
+        log=lambda _: None,
+    ).run()
+    assert reopened.converted == [2, 0, 1] and reopened.serving_order == [0, 2, 1]
+
+    with pytest.raises(ChainError, match=r"layers \[5\] are not converted"):
+        reopened.set_measured_order({0: 0.1, 5: 0.2}, {})
+    reopened.clear_measured_order()
+    assert Chain.open(tmp_path / "chain").serving_order == [2, 0, 1]
