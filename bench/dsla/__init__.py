@@ -28,8 +28,8 @@ decode rounds interleaving levels 18 and 19 measured 2.48x and 3.05x): CHOSEN_FR
 Options: `--contexts=512,2048,8192`, `--long-windows=3` (8K windows of the original and the chosen
 level; one for every other variant), `--level=N` (the chosen level), `--levels=8,15` (the other prefixes; default
 25% and 50%, plus the chain's furthest), `--chain=<name>` (default: `<model>-dsla-gpu` if distilled,
-else `<model>-dsla`), `--ablation=<name>` (default: `<model>-gla-gpu<level>`, else `-gla-gpu`, else
-`-gla`), `--threads=N` (torch threads; default 1: on a
+else `<model>-dsla`), `--ablation=<name>` (default: `<model>-gla-gpu<k>` for the lowest k >= the
+level, else `-gla-gpu`, else `-gla`), `--threads=N` (torch threads; default 1: on a
 machine shared with other work OpenMP's barriers stall 2 threads far more than they help: an 8K
 DSLA layer prefill took 6.5-8.9 s on 2 threads and 1.5-1.9 s on 1, under a load of 7).
 """
@@ -105,13 +105,16 @@ def _full_setup(ctx: BenchContext) -> Setup:
     chosen = _chosen(ctx, model.config.n_layer, chain.num_converted)
     ablation = 0
     gla_name = default_chain_name(ckpt.name, 1)
+    # The single-state chain made for this level or the nearest above it (`<gla>-gpu<k>`, k >= chosen),
+    # else the GPU or CPU one.
+    made_for = sorted(
+        int(p.name.removeprefix(f"{gla_name}-gpu"))
+        for p in chains_root().glob(f"{gla_name}-gpu*")
+        if p.name.removeprefix(f"{gla_name}-gpu").isdigit() and Chain.exists(p)
+    )
+    above = [k for k in made_for if k >= chosen]
     abl_folder = chains_root() / (
-        ctx.options.get("ablation")
-        or (
-            f"{gla_name}-gpu{chosen}"
-            if Chain.exists(chains_root() / f"{gla_name}-gpu{chosen}")
-            else preferred_chain(gla_name)
-        )
+        ctx.options.get("ablation") or (f"{gla_name}-gpu{above[0]}" if above else preferred_chain(gla_name))
     )
     if Chain.exists(abl_folder):
         abl = Chain.open(abl_folder)
