@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tether.cloud.dsla.layer import DSLAttention, kind_name
+from tether.cloud.dsla.sensitivity import measured_order
 from tether.cloud.lm.model import Transformer
 
 __all__ = ["Chain", "ChainError", "ChainStep", "attach"]
@@ -194,8 +195,6 @@ class Chain:
     def set_measured_order(self, costs: dict[int, float], how: dict[str, Any]) -> list[int]:
         """Record each converted layer's measured cost and the serving order they give; returns it.
         `how` says how they were measured (metric, windows, tokens); kept beside them."""
-        from tether.cloud.dsla.sensitivity import measured_order
-
         unknown = sorted(set(costs) - set(self.converted))
         if unknown:
             raise ChainError(

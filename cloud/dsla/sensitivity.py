@@ -68,14 +68,20 @@ def conversion_costs(
     try:
         for slot in model.slots:
             slot.active = "softmax"
-        teacher = [F.log_softmax(model(w[None])[0].float(), -1) for w in windows]
+        # Per window, the teacher's probabilities and their negative entropy sum(p log p) per position,
+        # once: KL(p || q) = sum(p log p) - sum(p log q).
+        teacher = []
+        for w in windows:
+            t_logp = F.log_softmax(model(w[None])[0].float(), -1)
+            p = t_logp.exp()
+            teacher.append((p, (p * t_logp).sum(-1)))
         costs: dict[int, float] = {}
         for layer in layers:
             model.slots[layer].active = kind
             kl = 0.0
-            for w, t_logp in zip(windows, teacher, strict=True):
-                logp = F.log_softmax(model(w[None])[0].float(), -1)
-                kl += float((t_logp.exp() * (t_logp - logp)).sum(-1).mean())
+            for w, (p, neg_entropy) in zip(windows, teacher, strict=True):
+                logq = F.log_softmax(model(w[None])[0].float(), -1)
+                kl += float((neg_entropy - (p * logq).sum(-1)).mean())
             model.slots[layer].active = "softmax"
             costs[layer] = kl / len(windows)
             if progress is not None:
