@@ -307,6 +307,13 @@ class TrialSpec(_Strict):
     abort_ratio: float = Field(
         0.5, ge=0, le=1, description="a core rate below this fraction of its minimum for 2 s aborts the trial"
     )
+    confirm: int = Field(
+        2,
+        ge=0,
+        le=20,
+        description="re-measure the best configuration before converging on it (with half the margin); one "
+        "that no longer holds gives way to the next best, at most this many times (0: no confirmation)",
+    )
     seed: int = Field(0, ge=0)
 
 

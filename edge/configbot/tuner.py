@@ -128,6 +128,7 @@ class Tuner:
         self.study.set_user_attr("spec", spec.name)
         self.study.set_user_attr("knobs", self.keys)
         self.study.set_user_attr("sampler", sampler)
+        self.unconfirmed: set[int] = set()  # feasible trials that did not hold when re-measured
         self.direction = direction
 
     # -- ask and tell --------------------------------------------------------------------------------
@@ -209,10 +210,26 @@ class Tuner:
             if t.state == TrialState.COMPLETE and "prior" not in t.user_attrs
         ]
 
+    def reject(self, number: int) -> None:
+        """Trial `number` did not hold when re-measured: never the best again (kept in the study's attributes)."""
+        self.unconfirmed.add(number)
+        self.study.set_user_attr("unconfirmed", sorted(self.unconfirmed))
+
+    def safest(self) -> BestConfig | None:
+        """The feasible trial, not rejected, with the most headroom in its worst constraint."""
+        feas = [
+            t for t in self.completed() if t.user_attrs.get("feasible") and t.number not in self.unconfirmed
+        ]
+        if not feas:
+            return None
+        pick = min(feas, key=lambda t: max(_constraints(t)))
+        return BestConfig(dict(pick.params), float(pick.value), pick.number, True)
+
     def best(self, feasible_only: bool = True) -> BestConfig | None:
-        """The best completed trial (feasible ones first; with none, the least violating when allowed)."""
+        """The best completed trial (feasible ones not rejected first; with none, the least violating when
+        allowed)."""
         done = self.completed()
-        feas = [t for t in done if t.user_attrs.get("feasible")]
+        feas = [t for t in done if t.user_attrs.get("feasible") and t.number not in self.unconfirmed]
         if feas:
             pick = max(feas, key=lambda t: t.value if self.direction == "maximize" else -t.value)
             return BestConfig(dict(pick.params), float(pick.value), pick.number, True)

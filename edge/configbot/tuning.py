@@ -9,8 +9,11 @@ rate badly (below `abort_ratio` of its minimum for two seconds) is cut short, to
 (infeasible) and the last good configuration is restored at once; a node that dies or
 restarts mid-trial fails the trial and the last good configuration is restored (re-applied to
 the node when it returns). Tuning stops after `max_trials`, or `patience` trials without a
-better feasible one; the best is applied, or, when none was feasible, the specification is
-reported infeasible with the least-violating configuration found, which is then applied.
+better feasible one. The best is then re-measured before ConfigBot converges on it (`confirm`):
+the best of a few short trials is the one whose noise flattered it most, so one that no longer
+holds gives way to the next best. When no trial was feasible (or none held when re-measured),
+the specification is reported infeasible with the least-violating configuration found, which is
+then applied.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.edge.configbot.context import Context
 from tether.edge.configbot.evaluate import Evaluation, evaluate
-from tether.edge.configbot.tuner import Tuner, probe_config
+from tether.edge.configbot.tuner import BestConfig, Tuner, probe_config
 
 if TYPE_CHECKING:
     from tether.edge.configbot.bot import ConfigBot
@@ -30,10 +33,29 @@ __all__ = ["handle_context", "run_trial", "tune"]
 
 def run_trial(bot: ConfigBot, number: int, config: dict[str, Any]) -> tuple[Evaluation | None, str]:
     """Settle and measure the applied configuration; (evaluation or None, outcome: ok/aborted/crashed/context/stopped)."""
+    bot.timeline.event(bot.now(), "trial_start", trial=number, config=config)
+    ev, outcome = _settle_and_measure(bot, number, bot.spec.trial.margin)
+    summary = {
+        "trial": number,
+        "t": round(bot.now(), 1),
+        "config": config,
+        "outcome": outcome,
+        "objective": None if ev is None else ev.objective,
+        "feasible": None if ev is None else ev.feasible,
+        "violations": None if ev is None else [round(v, 4) for v in ev.violations],
+        "values": None if ev is None else ev.values,
+    }
+    with bot._lock:
+        bot.history.append(summary)
+    bot.timeline.event(bot.now(), "trial_end", **{k: v for k, v in summary.items() if k != "t"})
+    return ev, outcome
 
+
+def _settle_and_measure(bot: ConfigBot, number: int, margin: float) -> tuple[Evaluation | None, str]:
+    """Wait `settle_s`, measure `measure_s` (judged with `margin`), watching for crashes, a new context and a
+    core rate breaking badly; (evaluation or None, outcome)."""
     spec = bot.spec
     bot.trial = number
-    bot.timeline.event(bot.now(), "trial_start", trial=number, config=config)
     alive_at_start = {f for f in bot.profiler.nodes if bot.profiler.alive(f, spec.monitor.node_timeout_s)}
     outcome = "ok"
     start = time.monotonic()
@@ -64,22 +86,61 @@ def run_trial(bot: ConfigBot, number: int, config: dict[str, Any]) -> tuple[Eval
     ev: Evaluation | None = None
     if outcome in ("ok", "aborted"):
         t1 = time.monotonic()
-        ev = evaluate(spec, bot.profiler.measure(max(t_measure, start), t1), margin=spec.trial.margin)
+        ev = evaluate(spec, bot.profiler.measure(max(t_measure, start), t1), margin=margin)
     bot.trial = None
-    summary = {
-        "trial": number,
-        "t": round(bot.now(), 1),
-        "config": config,
-        "outcome": outcome,
-        "objective": None if ev is None else ev.objective,
-        "feasible": None if ev is None else ev.feasible,
-        "violations": None if ev is None else [round(v, 4) for v in ev.violations],
-        "values": None if ev is None else ev.values,
-    }
-    with bot._lock:
-        bot.history.append(summary)
-    bot.timeline.event(bot.now(), "trial_end", **{k: v for k, v in summary.items() if k != "t"})
     return ev, outcome
+
+
+def _confirmed_best(bot: ConfigBot, tuner: Tuner) -> tuple[BestConfig | None, str]:
+    """The best trial re-measured before converging on it: the best of a few short, noisy trials is the one
+    whose noise flattered it most. Each re-measurement is judged with half the trial margin; one that fails
+    is rejected and the next best is re-measured, up to `confirm` times, after which the remaining feasible
+    trial with the most headroom is taken unconfirmed. Returns (best or None, how: confirmed / unconfirmed /
+    unchecked (`confirm` 0) / none / stopped / context); a confirmed or unconfirmed best is left applied, the
+    last good configuration when none held."""
+    from tether.edge.configbot.bot import State
+
+    spec = bot.spec
+    if spec.trial.confirm == 0:
+        return tuner.best(), "unchecked"
+    for _ in range(spec.trial.confirm):
+        best = tuner.best()
+        if best is None:
+            return None, "none"
+        config = bot.safe(best.config)
+        err = bot.apply(config, f"confirm trial {best.trial}")
+        if err is not None:
+            tuner.reject(best.trial)
+            bot.note(f"trial {best.trial}'s configuration could not be re-applied: {err}")
+            continue
+        bot.state = State.VERIFYING
+        ev, outcome = _settle_and_measure(bot, best.trial, spec.trial.margin / 2)
+        bot.state = State.TUNING
+        held = ev is not None and outcome == "ok" and ev.feasible
+        bot.timeline.event(
+            bot.now(),
+            "confirm",
+            trial=best.trial,
+            outcome=outcome,
+            held=held,
+            values=None if ev is None else ev.values,
+            objective=None if ev is None else ev.objective,
+            config=config,
+        )
+        if outcome in ("stopped", "context"):
+            return best, outcome
+        if held:
+            return best, "confirmed"
+        tuner.reject(best.trial)
+        if outcome == "crashed":
+            bot.restore(bot.last_good, f"node crashed while trial {best.trial} was re-measured")
+            _wait_for_nodes_back(bot, 10 * spec.monitor.node_timeout_s)
+    best = tuner.safest()
+    if best is None:
+        bot.restore(bot.last_good, "no feasible configuration held when re-measured")
+        return None, "none"
+    bot.apply(best.config, f"unconfirmed: trial {best.trial}, the most headroom left")
+    return best, "unconfirmed"
 
 
 def _wait_for_nodes_back(bot: ConfigBot, limit_s: float) -> None:
@@ -158,6 +219,11 @@ def tune(
         since_better += 1
         if n >= spec.trial.startup_trials and best_value is not None and since_better >= spec.trial.patience:
             break
+    if bot.stopping or context_moved:
+        best, how = tuner.best(), "stopped"
+    else:
+        best, how = _confirmed_best(bot, tuner)
+        context_moved = how == "context"
     seconds = round(time.monotonic() - started, 1)
     if context_moved and bot.tracker.current is not None and not bot.stopping:
         # Cut short by a new context: nothing converged here, nothing is stored for the old context.
@@ -165,13 +231,13 @@ def tune(
         bot.restore(bot.last_good, "tuning cut short by a context change")
         bot.state = State.MONITORING
         return bot.tracker.current
-    best = tuner.best()
     bot._tuned_at[fp] = time.monotonic()
     # An infeasible context is retried ever less often (up to 10 min), a feasible one at the base backoff.
     base = bot.opt.retune_backoff_s
     bot._backoff[fp] = base if best is not None else min(600.0, 2 * bot._backoff.get(fp, base / 2))
     if best is not None:
-        bot.apply(best.config, "best")
+        if how not in ("confirmed", "unconfirmed"):  # those are applied already
+            bot.apply(best.config, "best")
         bot.last_good = bot.safe(best.config)
         bot.best = {"config": bot.last_good, "objective": best.objective, "trial": best.trial, "context": fp}
         bot.infeasible = None
@@ -185,7 +251,13 @@ def tune(
             config=bot.last_good,
             context=fp,
             reason=reason,
+            confirmed=how == "confirmed",
         )
+        if how == "unconfirmed":
+            bot.note(
+                f"no configuration held when re-measured {spec.trial.confirm} time(s); applied trial "
+                f"{best.trial}'s, the feasible one with the most headroom: the monitor retunes if it breaks"
+            )
         if bot.library is not None:
             bot.library.store(
                 fp,
@@ -210,8 +282,13 @@ def tune(
         bot.timeline.event(
             bot.now(), "infeasible", trials=n, seconds=seconds, config=config, violations=viol, context=fp
         )
+        remeasured = (
+            f" (the {len(tuner.unconfirmed)} feasible did not hold when re-measured)"
+            if tuner.unconfirmed
+            else ""
+        )
         bot.note(
-            f"the specification is infeasible in context {fp} over {n} trials; applied the least-violating "
+            f"the specification is infeasible in context {fp} over {n} trials{remeasured}; applied the least-violating "
             f"configuration found: {config} (violations, <= 0 holds: {viol})"
         )
     bot.state = State.MONITORING

@@ -155,6 +155,59 @@ def test_an_impossible_threshold_is_reported_infeasible_with_the_best_found(
     assert report["best"] is None
 
 
+def test_the_best_is_re_measured_and_one_that_no_longer_holds_gives_way(
+    bus, workers, probe, spec_file, tmp_path
+):
+    # The core node is frozen (SIGSTOP) while the best trial is re-measured, as a burst of load would starve
+    # it: that configuration is rejected, the next best is re-measured, holds, and is the one converged on.
+    spec = load_spec(
+        spec_file("""
+        name: confirm
+        constraints: [{rate: /core/out, min: 5}]
+        objective: {max_min_rate: {/w/out: 1.0}}
+        knobs: [{node: /w/w, kind: parameter, name: rate, min: 10, max: 60}]
+        trial: {settle_s: 0.5, measure_s: 1.5, max_trials: 3, startup_trials: 3, patience: 10, confirm: 2}
+        monitor: {startup_s: 1, node_timeout_s: 8}
+        context: {load_bins: null, power_mode: false}
+        """)
+    )
+    proc = workers.start("core", ns="/core", rate=20.0, work_ms=1.0)
+    workers.start("w", ns="/w", rate=20.0, work_ms=1.0)
+    bot = _bot(spec, probe, tmp_path, cgroups=False, library=False)
+    froze: list[int] = []
+
+    def freeze_the_first_confirmation() -> bool:
+        confirms = [e for e in bot.timeline.events if e["kind"] == "confirm"]
+        if not froze and bot.state.value == "verifying" and not confirms:
+            proc.send_signal(signal.SIGSTOP)
+            froze.append(bot.now())
+        elif froze and confirms and proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+        return any(e["kind"] in ("converged", "infeasible") for e in bot.timeline.events)
+
+    try:
+        report = _run_until(bot, freeze_the_first_confirmation, timeout=45)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    confirms = [e for e in bot.timeline.events if e["kind"] == "confirm"]
+    trials = {t["trial"]: t for t in report["trials"]}
+    assert froze and len(confirms) == 2, [(e["kind"], e.get("trial")) for e in bot.timeline.events]
+    first, second = confirms
+    best_by_trial = max((t for t in trials.values() if t["feasible"]), key=lambda t: t["objective"])
+    assert first["trial"] == best_by_trial["trial"] and first["held"] is False
+    assert second["trial"] != first["trial"] and second["held"] is True
+    conv = next(e for e in bot.timeline.events if e["kind"] == "converged")
+    assert conv["trial"] == second["trial"] and conv["confirmed"] is True
+    assert conv["config"] == trials[second["trial"]]["config"]
+    assert (
+        bot.applier.current["/w/w:parameter:rate"] == trials[second["trial"]]["config"]["/w/w:parameter:rate"]
+    )
+    study = optuna.load_study(
+        storage=bot.storage, study_name=next(e["study"] for e in bot.timeline.events if e["kind"] == "tuning")
+    )
+    assert study.user_attrs["unconfirmed"] == [first["trial"]]
+
+
 @pytest.mark.serial
 @pytest.mark.skipif(not CGROUPS, reason="the contention is a CPU quota on the stack's cgroup (needs root)")
 def test_under_contention_configbot_finds_a_feasible_config_and_the_library_warm_starts(
@@ -185,9 +238,10 @@ def test_under_contention_configbot_finds_a_feasible_config_and_the_library_warm
     try:
         manager.set_quota(None, 0.2)
         first = _bot(spec, probe, tmp_path, sampler="gp")
-        # Five windows after convergence: one window at the edge of the minimum (27.9 Hz under load) may
-        # miss it without hiding a configuration that does not hold.
-        report = _run_until(first, lambda: _converged_for(first, 6.0), timeout=50)
+        # Eight one-second windows after convergence, judged as ConfigBot's own monitor judges them: a second
+        # under a 0.2-core quota (100 ms periods) may miss the minimum by a message or two; the configuration
+        # holds when the fraction of windows that miss stays within the monitor's retune threshold.
+        report = _run_until(first, lambda: _converged_for(first, 9.0), timeout=55)
         conv = [e for e in first.timeline.events if e["kind"] == "converged"]
         assert conv and report["best"] is not None, report["messages"]
         trials = report["trials"]
@@ -196,7 +250,12 @@ def test_under_contention_configbot_finds_a_feasible_config_and_the_library_warm
             f"the defaults should break the constraint: {trials[1]['values']}"
         )
         after = [w for w in first.timeline.windows if w.t > conv[0]["t"] + 1]
-        assert after and sum(w.core_ok for w in after) / len(after) >= 0.8, [w.values for w in after]
+        missed = sum(not w.core_ok for w in after) / len(after) if after else 1.0
+        assert len(after) >= 7 and missed <= spec.monitor.max_violation_fraction, (
+            [w.values for w in after],
+            [(t["config"], t["values"], t["feasible"]) for t in trials],
+        )
+        assert not any(e["kind"] == "violation" for e in first.timeline.events)
         # The robot comes back in the same context: the library's configuration, verified, no tuning.
         second = _bot(spec, probe, tmp_path, sampler="gp")
         report2 = _run_until(second, lambda: _converged_for(second, 0.0), timeout=25)
