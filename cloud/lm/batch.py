@@ -163,7 +163,7 @@ class AttentionBatch:
             dec = self._segs[:nd]
             nb, mask = _decode_geometry([st.context[i] + 1 for i in dec], st.cache.block_size)
             tables = st.tables[: st.num_decode, self.layer, :nb].index_select(0, torch.tensor(dec))
-        k, v = st.cache.gather_kv(tables.reshape(-1))  # (n_kv_head, nd * nb * bs, hd)
+        k, v = st.cache.gather_kv(tables.reshape(-1), scratch=True)  # (n_kv_head, nd * nb * bs, hd)
         kvh, hd = k.shape[0], k.shape[-1]
         total = nb * st.cache.block_size
         return k.view(kvh, nd, total, hd), v.view(kvh, nd, total, hd), mask

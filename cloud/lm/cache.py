@@ -121,6 +121,10 @@ class CacheManager:
         # torch.empty: pages are touched only when written, so an unused pool costs no memory.
         self.kv_pool = BlockPool("kv", (2, model.n_kv_head, num_kv, bs, model.head_dim), block_axis=2)
         self.kv_flat = self.kv_pool.tensor.view(2, model.n_kv_head, num_kv * bs, model.head_dim)
+        # One row per (K or V, kv head, block): a gather copies whole 4 KiB rows.
+        self._kv_rows = self.kv_pool.tensor.view(2 * model.n_kv_head * num_kv, bs * model.head_dim)
+        self._row_base = torch.arange(2 * model.n_kv_head, dtype=torch.int64)[:, None] * num_kv
+        self._scratch = torch.empty(0)  # decode's gathered K/V, reused (see gather_kv)
         side_block_bytes = model.n_embd * 4 * bs
         num_side = max(cfg.side_cache_bytes // side_block_bytes, 1)
         self.side_pool = BlockPool("side", (num_side, bs, model.n_embd), block_axis=0)
@@ -334,11 +338,24 @@ class CacheManager:
                     slots.append(blocks[p // bs] * bs + p % bs)
         return {layer: (torch.tensor(r), torch.tensor(sl)) for layer, (r, sl) in out.items()}
 
-    def gather_kv(self, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """K, V of `blocks` (nb,) concatenated: (n_kv_head, nb * block_size, head_dim) each."""
-        pool = self.kv_pool.tensor  # (2, kvh, num_blocks, bs, hd)
-        kv = pool.index_select(2, blocks)
-        return kv[0].flatten(1, 2), kv[1].flatten(1, 2)
+    def gather_kv(self, blocks: torch.Tensor, scratch: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """K, V of `blocks` (nb,) concatenated: (n_kv_head, nb * block_size, head_dim) each.
+
+        `scratch`: into a buffer reused by every call, valid until the next scratch gather (decode
+        consumes each layer's K/V before the next layer's). At long context the gathered K/V of a
+        batch is hundreds of MB; a fresh allocation that large is mapped anew by malloc and faulted
+        in page by page, which cost more than the copy itself."""
+        kvh, bs, hd = self.model.n_kv_head, self.block_size, self.model.head_dim
+        rows = (self._row_base + blocks[None, :]).reshape(-1)
+        if scratch:
+            n = rows.numel() * bs * hd
+            if self._scratch.numel() < n:
+                self._scratch = torch.empty(n)
+            kv = torch.index_select(self._kv_rows, 0, rows, out=self._scratch[:n].view(rows.numel(), bs * hd))
+        else:
+            kv = self._kv_rows.index_select(0, rows)
+        kv = kv.view(2, kvh, blocks.numel() * bs, hd)
+        return kv[0], kv[1]
 
     def write_side(self, slots: torch.Tensor, rows: torch.Tensor) -> None:
         self.side_flat.index_copy_(0, slots, rows)
