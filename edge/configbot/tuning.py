@@ -96,8 +96,8 @@ def _confirmed_best(bot: ConfigBot, tuner: Tuner) -> tuple[BestConfig | None, st
     whose noise flattered it most. Each re-measurement is judged with half the trial margin; one that fails
     is rejected and the next best is re-measured, up to `confirm` times, after which the remaining feasible
     trial with the most headroom is taken unconfirmed. Returns (best or None, how: confirmed / unconfirmed /
-    unchecked (`confirm` 0) / none / stopped / context); a confirmed or unconfirmed best is left applied, the
-    last good configuration when none held."""
+    unchecked (`confirm` 0) / none / stopped / context); a confirmed or unconfirmed best is left applied (with
+    none, the caller applies the least-violating configuration)."""
     from tether.edge.configbot.bot import State
 
     spec = bot.spec
@@ -137,7 +137,6 @@ def _confirmed_best(bot: ConfigBot, tuner: Tuner) -> tuple[BestConfig | None, st
             _wait_for_nodes_back(bot, 10 * spec.monitor.node_timeout_s)
     best = tuner.safest()
     if best is None:
-        bot.restore(bot.last_good, "no feasible configuration held when re-measured")
         return None, "none"
     bot.apply(best.config, f"unconfirmed: trial {best.trial}, the most headroom left")
     return best, "unconfirmed"
