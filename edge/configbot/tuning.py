@@ -31,10 +31,14 @@ if TYPE_CHECKING:
 __all__ = ["handle_context", "run_trial", "tune"]
 
 
-def run_trial(bot: ConfigBot, number: int, config: dict[str, Any]) -> tuple[Evaluation | None, str]:
-    """Settle and measure the applied configuration; (evaluation or None, outcome: ok/aborted/crashed/context/stopped)."""
+def run_trial(
+    bot: ConfigBot, number: int, config: dict[str, Any], margin: float | None = None
+) -> tuple[Evaluation | None, str]:
+    """Settle and measure the applied configuration, judged with `margin` (default: the trial margin);
+    (evaluation or None, outcome: ok/aborted/crashed/context/stopped)."""
     bot.timeline.event(bot.now(), "trial_start", trial=number, config=config)
-    ev, outcome = _settle_and_measure(bot, number, bot.spec.trial.margin)
+    margin = bot.spec.trial.margin if margin is None else margin
+    ev, outcome = _settle_and_measure(bot, number, margin)
     summary = {
         "trial": number,
         "t": round(bot.now(), 1),
@@ -313,7 +317,12 @@ def _enter_context(bot: ConfigBot, ctx: Context, reason: str) -> Context | None:
     )
     bot.state = State.VERIFYING
     err = bot.apply(entry.config, f"library: {ctx.fingerprint}")
-    ev, outcome = (None, "apply_failed") if err else run_trial(bot, -1, bot.safe(entry.config))
+    # Judged as a re-measured best is (half the trial margin): the stored configuration was chosen with it.
+    ev, outcome = (
+        (None, "apply_failed")
+        if err
+        else run_trial(bot, -1, bot.safe(entry.config), margin=bot.spec.trial.margin / 2)
+    )
     bot.state = State.MONITORING
     if ev is not None and ev.core_ok and outcome == "ok":
         bot.library.mark_used(ctx.fingerprint)  # type: ignore[union-attr]
