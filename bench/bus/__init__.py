@@ -154,6 +154,8 @@ def run(ctx: BenchContext) -> BenchReport:
         "Node API = CDR encoding (compiled codecs, one reused buffer) + attachment + delivery through "
         "the executor's callback lock + decoding; raw = zenoh-python put/subscribe of the same CDR "
         "bytes with no decoding. Publisher and subscriber each run in their own session, as the "
-        "launcher starts nodes."
+        "launcher starts nodes. Zenoh carries payloads above 3 KiB through shared memory for both; "
+        "the Node API writes those of at least TETHER_SHM_THRESHOLD (128 KiB) once into its own "
+        "shared-memory pool, where raw's put of bytes copies them twice."
     ]
     return BenchReport(rows=rows, plot=plot, notes=notes)

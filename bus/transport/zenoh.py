@@ -2,13 +2,15 @@
 
 Session modes: a node joins the router named in settings as a client; when none answers, a
 standalone command opens a peer session (and says so). Multicast scouting is always off (it
-would send outside the machine); timestamping is on (transient_local caches need it).
+would send outside the machine); timestamping is on (transient_local caches need it). Large
+payloads are written once into shared memory (`SharedMemory`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,9 +29,11 @@ from tether.bus.transport._base import (
     TransportError,
 )
 
-__all__ = ["ZenohTransport", "open_session", "zenoh_config"]
+__all__ = ["SharedMemory", "ZenohTransport", "open_session", "shm_allowed", "zenoh_config"]
 
 log = logging.getLogger("tether.bus")
+
+SHM_READ_MIN = 4096
 
 
 def zenoh_config(
@@ -91,16 +95,82 @@ def open_session(
     return zenoh.open(zenoh_config("peer", extra_file=extra_file)), "peer"
 
 
+def shm_allowed(extra_file: Path | None = None) -> bool:
+    """Whether the Zenoh config (tether's defaults under the user's file) leaves shared memory on."""
+    try:
+        return bool(
+            json.loads(
+                zenoh_config("client", extra_file=extra_file).get_json("transport/shared_memory/enabled")
+            )
+        )
+    except (zenoh.ZError, ValueError):
+        return False
+
+
+class SharedMemory:
+    """Large payloads written once into a Zenoh shared-memory pool, as rmw_zenoh serialises into one.
+
+    Zenoh already carries a payload above its `message_size_threshold` to subscribers on this
+    host through shared memory, but from a put of bytes it copies it twice on the way: into a
+    buffer of its own, then into its segment. A payload of at least `threshold` bytes is instead
+    copied once, into a buffer of this pool, and put as that buffer. A full pool (subscribers
+    still hold its buffers) or a host without shared memory falls back to the put of bytes, so
+    nothing is lost; `puts` and `fallbacks` count which way messages went. Subscribers on other
+    hosts get the bytes as before: Zenoh copies a buffer out for a link without shared memory.
+    """
+
+    def __init__(self, threshold: int, pool_bytes: int) -> None:
+        self.threshold = threshold
+        self.pool_bytes = pool_bytes
+        self.puts = 0
+        self.fallbacks = 0
+        self._provider = None
+        self._policy = None
+        self._broken = threshold <= 0
+        self._lock = threading.Lock()
+
+    def _open(self):
+        """The pool, made on the first large message (no segment for a process that sends none)."""
+        with self._lock:
+            if self._provider is None and not self._broken:
+                try:
+                    from zenoh import shm  # marked unstable in zenoh-python; absent from some builds
+
+                    self._provider = shm.ShmProvider.default_backend(self.pool_bytes)
+                    # Collect buffers subscribers released, then defragment, before giving up.
+                    self._policy = shm.Defragment(shm.GarbageCollect())
+                except (ImportError, AttributeError, zenoh.ZError) as exc:
+                    self._broken = True
+                    log.warning("no Zenoh shared memory here (%s): large messages go as bytes", exc)
+        return self._provider
+
+    def put(self, pub, payload: bytes | bytearray, attachment: bytes | None) -> bool:
+        """Put `payload` as a buffer of the pool; False when it could not (the caller puts bytes)."""
+        provider = self._provider or self._open()
+        if provider is None:
+            return False
+        try:
+            buf = provider.alloc(len(payload), self._policy)
+        except zenoh.ZError:  # the pool is full: subscribers still hold its buffers
+            self.fallbacks += 1
+            return False
+        buf[:] = payload
+        pub.put(buf, attachment=attachment)
+        self.puts += 1
+        return True
+
+
 class _ZPublisher(RawPublisher):
-    def __init__(self, pub) -> None:
+    def __init__(self, pub, shm: SharedMemory | None = None) -> None:
         self._pub = pub
+        self._shm = shm
         self._closed = False
 
     def put(self, payload: bytes | bytearray, attachment: bytes | None = None) -> None:
-        if attachment is None:
-            self._pub.put(payload)
-        else:
-            self._pub.put(payload, attachment=attachment)
+        shm = self._shm
+        if shm is not None and len(payload) >= shm.threshold and shm.put(self._pub, payload, attachment):
+            return
+        self._pub.put(payload, attachment=attachment)
 
     def close(self) -> None:
         if not self._closed:
@@ -126,13 +196,17 @@ class _ZHandle(Closable):
 
 
 class ZenohTransport(Transport):
-    """Owns one Zenoh session; every node of the process shares it."""
+    """Owns one Zenoh session; every node of the process shares it.
+
+    `shm`: the shared-memory pool for large payloads of volatile publishers (None: bytes only).
+    """
 
     name = "zenoh"
 
-    def __init__(self, session: zenoh.Session, mode: str = "client") -> None:
+    def __init__(self, session: zenoh.Session, mode: str = "client", shm: SharedMemory | None = None) -> None:
         self.session = session
         self.mode = mode
+        self.shm = shm
         self._handles: list[Closable] = []
 
     def identity(self) -> str:
@@ -150,6 +224,7 @@ class ZenohTransport(Transport):
             reliability=zenoh.Reliability.RELIABLE if reliable else zenoh.Reliability.BEST_EFFORT,
         )
         if qos.durability is DurabilityPolicy.TRANSIENT_LOCAL:
+            # Bytes, not the pool: the cache keeps its last `depth` samples for late joiners.
             pub = zext.declare_advanced_publisher(
                 self.session,
                 key,
@@ -157,16 +232,21 @@ class ZenohTransport(Transport):
                 publisher_detection=True,
                 **opts,
             )
-        else:
-            pub = self.session.declare_publisher(key, **opts)
-        return self._keep(_ZPublisher(pub))  # type: ignore[return-value]
+            return self._keep(_ZPublisher(pub))  # type: ignore[return-value]
+        pub = self.session.declare_publisher(key, **opts)
+        return self._keep(_ZPublisher(pub, self.shm))  # type: ignore[return-value]
 
     def subscribe(self, topic: str, type_name: str, qos: QoSProfile, on_sample: OnSample) -> Closable:
         key = key_of(topic)
 
         def callback(sample: zenoh.Sample) -> None:
-            att = sample.attachment
-            on_sample(sample.payload.to_bytes(), att.to_bytes() if att is not None else None)
+            payload, att = sample.payload, sample.attachment
+            # A large payload that came through shared memory is read with one copy (to_bytes
+            # zeroes a new buffer first, then copies into it); asking costs more than that saves
+            # below SHM_READ_MIN.
+            shm = payload.as_shm() if len(payload) >= SHM_READ_MIN else None
+            data = bytes(shm) if shm is not None else payload.to_bytes()
+            on_sample(data, att.to_bytes() if att is not None else None)
 
         if qos.durability is DurabilityPolicy.TRANSIENT_LOCAL:
             sub = zext.declare_advanced_subscriber(
