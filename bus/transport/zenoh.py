@@ -33,7 +33,9 @@ __all__ = ["SharedMemory", "ZenohTransport", "open_session", "shm_allowed", "zen
 
 log = logging.getLogger("tether.bus")
 
-SHM_READ_MIN = 4096
+# Payloads from this size up are asked whether they came through shared memory (never, where
+# this zenoh-python build has no shared-memory API).
+SHM_READ_MIN = 4096 if hasattr(zenoh.ZBytes, "as_shm") else float("inf")
 
 
 def zenoh_config(
