@@ -312,7 +312,9 @@ class TrialSpec(_Strict):
         ge=0,
         le=20,
         description="re-measure the best configuration before converging on it (with half the margin); one "
-        "that no longer holds gives way to the next best, at most this many times (0: no confirmation)",
+        "that no longer holds gives way to the next best, at most this many times (0: no confirmation). "
+        "With it on, a library configuration that misses its verification is measured once more before "
+        "it is dropped",
     )
     seed: int = Field(0, ge=0)
 

@@ -298,9 +298,26 @@ def tune(
     return None
 
 
+def _verify_stored(bot: ConfigBot, config: dict[str, Any], context: str) -> tuple[Evaluation | None, str]:
+    """Measure a stored configuration, judged as a re-measured best is (half the trial margin: it was chosen
+    with that). One short measurement can miss by noise alone (the monitor lets `max_violation_fraction` of
+    its windows miss; a stall of the whole machine can cut a trial short), and dropping a stored
+    configuration costs a whole tuning, so with `confirm` on, one that misses or is aborted is measured once
+    more before it is dropped (an abort again takes at most two seconds); a crash or a new context ends it."""
+    chances = 2 if bot.spec.trial.confirm else 1
+    ev, outcome = None, "stopped"
+    for attempt in range(1, chances + 1):
+        ev, outcome = run_trial(bot, -1, bot.safe(config), margin=bot.spec.trial.margin / 2)
+        held = ev is not None and ev.core_ok and outcome == "ok"
+        bot.timeline.event(bot.now(), "verify", context=context, attempt=attempt, held=held, outcome=outcome)
+        if held or outcome not in ("ok", "aborted"):
+            break
+    return ev, outcome
+
+
 def handle_context(bot: ConfigBot, ctx: Context | None, reason: str) -> None:
-    """A new context: its library configuration, verified over one trial, else a fresh tuning; again for each
-    context that cuts the previous one short."""
+    """A new context: its library configuration, verified (`_verify_stored`), else a fresh tuning; again for
+    each context that cuts the previous one short."""
     while ctx is not None and not bot.stopping:
         ctx = _enter_context(bot, ctx, reason)
         reason = "context change during tuning"
@@ -317,12 +334,7 @@ def _enter_context(bot: ConfigBot, ctx: Context, reason: str) -> Context | None:
     )
     bot.state = State.VERIFYING
     err = bot.apply(entry.config, f"library: {ctx.fingerprint}")
-    # Judged as a re-measured best is (half the trial margin): the stored configuration was chosen with it.
-    ev, outcome = (
-        (None, "apply_failed")
-        if err
-        else run_trial(bot, -1, bot.safe(entry.config), margin=bot.spec.trial.margin / 2)
-    )
+    ev, outcome = (None, "apply_failed") if err else _verify_stored(bot, entry.config, ctx.fingerprint)
     bot.state = State.MONITORING
     if ev is not None and ev.core_ok and outcome == "ok":
         bot.library.mark_used(ctx.fingerprint)  # type: ignore[union-attr]
