@@ -46,6 +46,48 @@ def _converged_for(bot: ConfigBot, seconds: float) -> bool:
     return bool(conv) and bot.now() > conv[0]["t"] + seconds
 
 
+def _core_and_worker(workers, spec_file, name: str):
+    """A core node (/core/out, at least 5 Hz) and a worker whose rate is the knob; (spec, the core's process)."""
+    spec = load_spec(
+        spec_file(f"""
+        name: {name}
+        constraints: [{{rate: /core/out, min: 5}}]
+        objective: {{max_min_rate: {{/w/out: 1.0}}}}
+        knobs: [{{node: /w/w, kind: parameter, name: rate, min: 10, max: 60}}]
+        trial: {{settle_s: 0.5, measure_s: 1.5, max_trials: 3, startup_trials: 3, patience: 10, confirm: 2}}
+        monitor: {{startup_s: 1, node_timeout_s: 8}}
+        context: {{load_bins: null, power_mode: false}}
+        """)
+    )
+    proc = workers.start("core", ns="/core", rate=20.0, work_ms=1.0)
+    workers.start("w", ns="/w", rate=20.0, work_ms=1.0)
+    return spec, proc
+
+
+def _freeze_core(
+    bot: ConfigBot, proc, kind: str, resume_after: int, done, timeout: float = 40.0
+) -> tuple[dict, bool]:
+    """Run `bot` until `done()`, the core node frozen (SIGSTOP, as a burst of load would starve it) from the
+    first measurement ConfigBot verifies (before any `kind` event) until `resume_after` `kind` events.
+    Returns (the report, whether it was frozen)."""
+    froze: list[bool] = []
+
+    def step() -> bool:
+        n = sum(e["kind"] == kind for e in bot.timeline.events)
+        if not froze and bot.state.value == "verifying" and n == 0:
+            proc.send_signal(signal.SIGSTOP)
+            froze.append(True)
+        elif froze and n >= resume_after:
+            proc.send_signal(signal.SIGCONT)
+        return done()
+
+    try:
+        report = _run_until(bot, step, timeout=timeout)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    return report, bool(froze)
+
+
 def test_a_node_crashing_mid_trial_fails_it_and_the_last_good_config_returns(
     bus, workers, probe, spec_file, stack, tmp_path
 ):
@@ -160,35 +202,16 @@ def test_the_best_is_re_measured_and_one_that_no_longer_holds_gives_way(
 ):
     # The core node is frozen (SIGSTOP) while the best trial is re-measured, as a burst of load would starve
     # it: that configuration is rejected, the next best is re-measured, holds, and is the one converged on.
-    spec = load_spec(
-        spec_file("""
-        name: confirm
-        constraints: [{rate: /core/out, min: 5}]
-        objective: {max_min_rate: {/w/out: 1.0}}
-        knobs: [{node: /w/w, kind: parameter, name: rate, min: 10, max: 60}]
-        trial: {settle_s: 0.5, measure_s: 1.5, max_trials: 3, startup_trials: 3, patience: 10, confirm: 2}
-        monitor: {startup_s: 1, node_timeout_s: 8}
-        context: {load_bins: null, power_mode: false}
-        """)
-    )
-    proc = workers.start("core", ns="/core", rate=20.0, work_ms=1.0)
-    workers.start("w", ns="/w", rate=20.0, work_ms=1.0)
+    spec, proc = _core_and_worker(workers, spec_file, "confirm")
     bot = _bot(spec, probe, tmp_path, cgroups=False, library=False)
-    froze: list[int] = []
-
-    def freeze_the_first_confirmation() -> bool:
-        confirms = [e for e in bot.timeline.events if e["kind"] == "confirm"]
-        if not froze and bot.state.value == "verifying" and not confirms:
-            proc.send_signal(signal.SIGSTOP)
-            froze.append(bot.now())
-        elif froze and confirms and proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-        return any(e["kind"] in ("converged", "infeasible") for e in bot.timeline.events)
-
-    try:
-        report = _run_until(bot, freeze_the_first_confirmation, timeout=45)
-    finally:
-        proc.send_signal(signal.SIGCONT)
+    report, froze = _freeze_core(
+        bot,
+        proc,
+        "confirm",
+        1,
+        lambda: any(e["kind"] in ("converged", "infeasible") for e in bot.timeline.events),
+        timeout=45,
+    )
     confirms = [e for e in bot.timeline.events if e["kind"] == "confirm"]
     trials = {t["trial"]: t for t in report["trials"]}
     assert froze and len(confirms) == 2, [(e["kind"], e.get("trial")) for e in bot.timeline.events]
@@ -214,19 +237,7 @@ def test_a_stored_configuration_gets_a_second_measurement_and_is_dropped_after_t
     # A first run tunes and stores its configuration. The second finds it in the library; the core node is
     # frozen (SIGSTOP) through the first verification only: the second measurement holds, no tuning. The
     # third keeps the core node frozen through both: the stored configuration is dropped and ConfigBot tunes.
-    spec = load_spec(
-        spec_file("""
-        name: verify
-        constraints: [{rate: /core/out, min: 5}]
-        objective: {max_min_rate: {/w/out: 1.0}}
-        knobs: [{node: /w/w, kind: parameter, name: rate, min: 10, max: 60}]
-        trial: {settle_s: 0.5, measure_s: 1.5, max_trials: 3, startup_trials: 3, patience: 10, confirm: 2}
-        monitor: {startup_s: 1, node_timeout_s: 8}
-        context: {load_bins: null, power_mode: false}
-        """)
-    )
-    proc = workers.start("core", ns="/core", rate=20.0, work_ms=1.0)
-    workers.start("w", ns="/w", rate=20.0, work_ms=1.0)
+    spec, proc = _core_and_worker(workers, spec_file, "verify")
     first = _bot(spec, probe, tmp_path, cgroups=False)
     report = _run_until(first, lambda: _converged_for(first, 0.5), timeout=45)
     assert report["best"] is not None, report["messages"]
@@ -235,27 +246,15 @@ def test_a_stored_configuration_gets_a_second_measurement_and_is_dropped_after_t
     def verifies(bot: ConfigBot) -> list[dict]:
         return [e for e in bot.timeline.events if e["kind"] == "verify"]
 
-    def freeze_while(bot: ConfigBot, frozen_for: int, done) -> None:
-        """SIGSTOP the core node at the first verification, SIGCONT after `frozen_for` of them."""
-        froze: list[bool] = []
-
-        def step() -> bool:
-            n = len(verifies(bot))
-            if not froze and bot.state.value == "verifying" and n == 0:
-                proc.send_signal(signal.SIGSTOP)
-                froze.append(True)
-            elif froze and n >= frozen_for:
-                proc.send_signal(signal.SIGCONT)
-            return done()
-
-        try:
-            _run_until(bot, step, timeout=40)
-        finally:
-            proc.send_signal(signal.SIGCONT)
-        assert froze, bot.timeline.events
-
     second = _bot(spec, probe, tmp_path, cgroups=False)
-    freeze_while(second, 1, lambda: any(e["kind"] in ("converged", "tuning") for e in second.timeline.events))
+    _, froze = _freeze_core(
+        second,
+        proc,
+        "verify",
+        1,
+        lambda: any(e["kind"] in ("converged", "tuning") for e in second.timeline.events),
+    )
+    assert froze, second.timeline.events
     assert [(e["attempt"], e["held"]) for e in verifies(second)] == [(1, False), (2, True)]
     kinds = [e["kind"] for e in second.timeline.events]
     assert "tuning" not in kinds, kinds
@@ -263,7 +262,10 @@ def test_a_stored_configuration_gets_a_second_measurement_and_is_dropped_after_t
     assert conv["reason"].endswith("library") and conv["config"] == stored
 
     third = _bot(spec, probe, tmp_path, cgroups=False)
-    freeze_while(third, 2, lambda: any(e["kind"] == "tuning" for e in third.timeline.events))
+    _, froze = _freeze_core(
+        third, proc, "verify", 2, lambda: any(e["kind"] == "tuning" for e in third.timeline.events)
+    )
+    assert froze, third.timeline.events
     assert [(e["attempt"], e["held"]) for e in verifies(third)] == [(1, False), (2, False)]
     tuning = next(e for e in third.timeline.events if e["kind"] == "tuning")
     assert "library configuration failed" in str(tuning), tuning
