@@ -4,6 +4,7 @@ navigation node starved by a cgroup quota lowers the cmd_vel rate and makes the 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -91,10 +92,10 @@ def _cgroups_writable() -> bool:
 def test_starved_navigation_lowers_cmd_vel_rate_and_drives_worse(bus, tmp_path):
     scenario = str(_scenario(tmp_path))
     args = LIGHT
-    fed = run_stack(scenario, duration=8.0, args=args, report_path=tmp_path / "fed.json").report["metrics"]
+    fed = run_stack(scenario, duration=9.0, args=args, report_path=tmp_path / "fed.json").report["metrics"]
     starver = _Starve(0.03)
     starved = run_stack(
-        scenario, duration=8.0, args=args, report_path=tmp_path / "starved.json", hooks=[starver]
+        scenario, duration=9.0, args=args, report_path=tmp_path / "starved.json", hooks=[starver]
     )
     starved = starved.report["metrics"]
     assert starver.capped
@@ -106,7 +107,15 @@ def test_starved_navigation_lowers_cmd_vel_rate_and_drives_worse(bus, tmp_path):
         or starved["goals_reached"] < fed["goals_reached"]
     )
     assert worse, (fed, starved)
-    assert starved["path_length_m"] < fed["path_length_m"], (fed, starved)  # got less far in the same time
+    # Arrived later, if at all. Not "drove less far": a starved robot that weaves past its goal can log as
+    # many metres as a fed one that stopped on it (CI: 5.28 m starved, goal missed, against 5.27 m fed).
+    assert fed["goals_reached"] == 1, fed
+    assert _arrival_s(starved) > _arrival_s(fed), (fed, starved)
+
+
+def _arrival_s(metrics: dict) -> float:
+    """Simulated time at which the run reached its (only) goal; inf when it never did."""
+    return metrics["goal_times_s"][0] if metrics["goal_times_s"] else math.inf
 
 
 def test_ctrl_c_stops_the_caller_not_just_the_stack(bus, tmp_path):
