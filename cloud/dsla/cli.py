@@ -82,6 +82,9 @@ def distill(
     ),
     alpha: float = typer.Option(1.0, min=0.0, help="KL(teacher || student) weight."),
     beta: float = typer.Option(0.1, min=0.0, help="Hidden-state MSE weight."),
+    gate_separation: float = typer.Option(
+        0.0, min=0.0, help="Weight of the loss that pushes the two states' gates apart (DSLA only)."
+    ),
     seed: int = typer.Option(0),
     threads: int = typer.Option(
         2,
@@ -125,6 +128,7 @@ def distill(
         seq_len=seq_len,
         alpha=alpha,
         beta=beta,
+        gate_separation=gate_separation,
         e2e_lr_scale=e2e_lr_scale,
         lr_min=lr_min,
         e2e_fresh_adam=e2e_fresh_adam,

@@ -13,6 +13,9 @@ model. Per layer, two phases:
    student) + beta * mean over converted layers >= l of MSE(student hidden, teacher
    hidden) / mean square of the teacher's.
 
+Both phases may add gamma * cos(log g_1, log g_2) (`gate_separation`, off by default): the
+reference's optional loss that pushes the history and recency gates apart.
+
 Only the current layer's DSLA parameters train (q, o, gates, mixture; k and v are the
 teacher's). Before the first step each head's q is rescaled by least squares so the
 layer's output matches the teacher's in scale (`Distiller._calibrate`). The reference
@@ -70,6 +73,8 @@ class DistillConfig:
     alpha: float = 1.0  # KL weight
     beta: float = 0.1  # hidden-state MSE weight
     temperature: float = 1.0  # KL temperature T
+    gate_separation: float = 0.0  # weight of the two states' gate cosine similarity (the reference's
+    # optional loss that pushes the history and recency gates apart); two states only
     budget_min: float = 110.0  # wall-clock budget of one run of the command (from its start), minutes
     target_fraction: float = 0.8  # the budget is planned to convert this fraction of the layers
     max_layers: int = 0  # stop after this many converted layers (0 = all)
@@ -107,6 +112,7 @@ class DistillConfig:
             "alpha": (0.0, 1e4),
             "beta": (0.0, 1e4),
             "temperature": (0.01, 100.0),
+            "gate_separation": (0.0, 1e4),
             "budget_min": (0.01, 10**6),
             "target_fraction": (0.01, 1.0),
             "max_layers": (0, 10**4),
@@ -125,6 +131,11 @@ class DistillConfig:
             raise ValueError(
                 f"DistillConfig: e2e_batch_size <= batch_size must hold, but got {self.e2e_batch_size} > "
                 f"{self.batch_size}; lower e2e_batch_size"
+            )
+        if self.gate_separation and self.n_states != 2:
+            raise ValueError(
+                f"DistillConfig.gate_separation pushes two states' gates apart, but n_states={self.n_states}; "
+                "set gate_separation=0 for the single-state ablation"
             )
         choices = {
             "precision": ("fp32", "tf32", "bf16"),
@@ -428,10 +439,13 @@ class Distiller:
         block = self.model.layers[layer]
         with torch.no_grad():
             x = block.attn_norm(self.bank.teacher[i][layer].float())
+        impl = self.impls[layer]
         with self._autocast():
-            y = self.impls[layer].forward_dense(x, self.bank.cos, self.bank.sin)
+            y = impl.forward_dense(x, self.bank.cos, self.bank.sin)
         target = targets[i]
         loss = F.mse_loss(y.float(), target) / target.pow(2).mean()
+        if self.cfg.gate_separation:
+            loss = loss + self.cfg.gate_separation * impl.gate_similarity(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -451,6 +465,11 @@ class Distiller:
                     x = block(x, self.bank.cos, self.bank.sin)
             converted = set(self.chain.converted) | {layer}
             mse = []
+            separation = (
+                self.impls[layer].gate_similarity(model.layers[layer].attn_norm(x))
+                if cfg.gate_separation
+                else None
+            )
             for j in range(layer, model.config.n_layer):
                 x = model.layers[j](x, self.bank.cos, self.bank.sin)
                 if j in converted:
@@ -472,6 +491,8 @@ class Distiller:
             reduction="batchmean",
         )
         loss = cfg.ce_weight * ce + cfg.alpha * T * T * kl + cfg.beta * torch.stack(mse).mean()
+        if separation is not None:
+            loss = loss + cfg.gate_separation * separation
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -108,6 +108,16 @@ class DSLAttention(AttentionLayer):
         z = F.linear(x, self.wg, self.bg)
         return gla.gate_log(z, self.temperature).unflatten(-1, (self.n_states * self.n_head, self.head_dim))
 
+    def gate_similarity(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean cosine similarity of the two states' log-gates (decay rates) over tokens and heads, for
+        the distillation's separation loss. On log g rather than g: at temperature 16 every g sits
+        near 1, so any two gate vectors are nearly parallel and their cosine barely moves; the decay
+        rates say which channels each state forgets, which is what should differ."""
+        if self.n_states != 2:
+            raise ValueError(f"gate separation needs two states, but this layer has n_states={self.n_states}")
+        log_g = self.gates(x).unflatten(-2, (2, self.n_head))  # (..., 2, H, d)
+        return F.cosine_similarity(log_g[..., 0, :, :], log_g[..., 1, :, :], dim=-1, eps=1e-12).mean()
+
     def _stack(self, t: torch.Tensor) -> torch.Tensor:
         """(..., H, d) -> (..., n_states * H, d), state-major."""
         if self.n_states == 1:

@@ -140,3 +140,34 @@ def test_end_to_end_loss_weights_and_a_fresh_optimiser_per_phase(tmp_path) -> No
     for bad in ({"lr_min": 1.5}, {"e2e_lr_scale": -1.0}, {"ce_weight": -0.1}):
         with pytest.raises(ValueError, match=f"{next(iter(bad))} must satisfy"):
             DistillConfig(**bad)
+
+
+def test_gate_separation_pushes_the_two_states_gates_apart(tmp_path) -> None:
+    """Trained at equal steps from the same start, a layer with the separation loss ends with less similar
+    history and recency gates than one without; the single-state ablation refuses the loss."""
+
+    def similarity(gamma: float) -> float:
+        teacher = Transformer.random(TINY, seed=0)
+        chain = Chain.create(
+            tmp_path / f"sep{gamma}",
+            teacher="tiny",
+            n_layer=3,
+            n_states=2,
+            order=[1, 0, 2],
+            entropy=[0.0] * 3,
+            settings={},
+        )
+        cfg = DistillConfig(**{**CFG.__dict__, "max_layers": 1, "local_steps": 30, "gate_separation": gamma})
+        distiller = Distiller(teacher, chain, cfg, _tokens(2), _tokens(3), log=lambda _: None)
+        distiller.run()
+        block = teacher.layers[1]
+        x = block.attn_norm(distiller.bank.teacher[0][1].float())
+        with torch.no_grad():
+            return float(distiller.impls[1].gate_similarity(x))
+
+    without, with_loss = similarity(0.0), similarity(1.0)
+    assert 0.0 <= with_loss < without - 0.05, (without, with_loss)
+    with pytest.raises(ValueError, match="gate_separation=0"):
+        DistillConfig(n_states=1, gate_separation=0.1)
+    with pytest.raises(ValueError, match="gate_separation must satisfy"):
+        DistillConfig(gate_separation=-1.0)
