@@ -82,6 +82,9 @@ def distill(
     ),
     alpha: float = typer.Option(1.0, min=0.0, help="KL(teacher || student) weight."),
     beta: float = typer.Option(0.1, min=0.0, help="Hidden-state MSE weight."),
+    history_bias: float = typer.Option(
+        0.0, min=-20.0, max=20.0, help="Initial bias of the first state's gates (0: the reference's)."
+    ),
     gate_separation: float = typer.Option(
         0.0, min=0.0, help="Weight of the loss that pushes the two states' gates apart (DSLA only)."
     ),
@@ -129,6 +132,7 @@ def distill(
         alpha=alpha,
         beta=beta,
         gate_separation=gate_separation,
+        history_bias=history_bias,
         e2e_lr_scale=e2e_lr_scale,
         lr_min=lr_min,
         e2e_fresh_adam=e2e_fresh_adam,

@@ -14,7 +14,9 @@ model. Per layer, two phases:
    hidden) / mean square of the teacher's.
 
 Both phases may add gamma * cos(log g_1, log g_2) (`gate_separation`, off by default): the
-reference's optional loss that pushes the history and recency gates apart.
+reference's optional loss that pushes the history and recency gates apart. `history_bias`
+starts the first state's gate biases above 0 (the reference's), so it remembers for hundreds of
+tokens from the first step instead of the ~24 that a zero bias gives at temperature 16.
 
 Only the current layer's DSLA parameters train (q, o, gates, mixture; k and v are the
 teacher's). Before the first step each head's q is rescaled by least squares so the
@@ -73,6 +75,9 @@ class DistillConfig:
     alpha: float = 1.0  # KL weight
     beta: float = 0.1  # hidden-state MSE weight
     temperature: float = 1.0  # KL temperature T
+    history_bias: float = 0.0  # initial bias of the first (history) state's gates: 0 is the reference's;
+    # b > 0 starts that state with a memory of about 16 e^b tokens (g = sigmoid(b)^(1/16) at x = 0),
+    # which a few hundred steps at lr_gates could not reach from 0
     gate_separation: float = 0.0  # weight of the two states' gate cosine similarity (the reference's
     # optional loss that pushes the history and recency gates apart); two states only
     budget_min: float = 110.0  # wall-clock budget of one run of the command (from its start), minutes
@@ -113,6 +118,7 @@ class DistillConfig:
             "beta": (0.0, 1e4),
             "temperature": (0.01, 100.0),
             "gate_separation": (0.0, 1e4),
+            "history_bias": (-20.0, 20.0),
             "budget_min": (0.01, 10**6),
             "target_fraction": (0.01, 1.0),
             "max_layers": (0, 10**4),
@@ -363,6 +369,9 @@ class Distiller:
         if state["local"] < local_cap or partial is None:
             targets = self._local_targets(layer)
             if partial is None:
+                if cfg.history_bias:
+                    with torch.no_grad():
+                        impl.bg[: impl.n_head * impl.head_dim].fill_(cfg.history_bias)
                 state["q_scales"] = self._calibrate(layer, targets)
                 self.log(f"layer {layer}: q scaled per head by {state['q_scales']}")
             while state["local"] < local_cap and time.perf_counter() < local_end:

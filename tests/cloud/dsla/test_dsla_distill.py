@@ -171,3 +171,29 @@ def test_gate_separation_pushes_the_two_states_gates_apart(tmp_path) -> None:
         DistillConfig(n_states=1, gate_separation=0.1)
     with pytest.raises(ValueError, match="gate_separation must satisfy"):
         DistillConfig(gate_separation=-1.0)
+
+
+def test_history_bias_starts_the_first_state_with_a_long_memory(tmp_path) -> None:
+    """history_bias sets the first state's gate biases before training (the second keeps the reference's 0):
+    its gates then sit far closer to 1 than the second state's."""
+    teacher = Transformer.random(TINY, seed=0)
+    chain = Chain.create(
+        tmp_path / "hist",
+        teacher="tiny",
+        n_layer=3,
+        n_states=2,
+        order=[1, 0, 2],
+        entropy=[0.0] * 3,
+        settings={},
+    )
+    cfg = DistillConfig(**{**CFG.__dict__, "max_layers": 1, "history_bias": 5.0})
+    distiller = Distiller(teacher, chain, cfg, _tokens(2), _tokens(3), log=lambda _: None)
+    distiller.run()
+    impl = distiller.impls[1]
+    hq = TINY.n_head * TINY.head_dim
+    # A few steps at lr_gates move a bias by well under 1.
+    assert float(impl.bg[:hq].min()) > 4.0 and float(impl.bg[hq:].abs().max()) < 1.0
+    x = teacher.layers[1].attn_norm(distiller.bank.teacher[0][1].float())
+    with torch.no_grad():
+        forget = -impl.gates(x).unflatten(-2, (2, TINY.n_head)).mean(dim=(0, 1, -2, -1))  # (2,): -mean log g
+    assert float(forget[0]) < 0.1 * float(forget[1]), forget
