@@ -108,25 +108,30 @@ def test_chain_saved_in_bfloat16_loads_as_the_rounded_float32_weights_and_bad_se
             DistillConfig(**bad)
 
 
+def _first_layer(folder, **over) -> tuple[Distiller, list]:
+    """A tiny chain in order [1, 0, 2] with its first layer distilled under CFG with `over`: (distiller, steps)."""
+    teacher = Transformer.random(TINY, seed=0)
+    chain = Chain.create(
+        folder, teacher="tiny", n_layer=3, n_states=2, order=[1, 0, 2], entropy=[0.0] * 3, settings={}
+    )
+    cfg = DistillConfig(**{**CFG.__dict__, "max_layers": 1, **over})
+    distiller = Distiller(teacher, chain, cfg, _tokens(2), _tokens(3), log=lambda _: None)
+    return distiller, distiller.run()
+
+
+def _layer_1_input(distiller: Distiller) -> torch.Tensor:
+    """The teacher's (normalised) input to layer 1 on the first bank batch."""
+    return distiller.model.layers[1].attn_norm(distiller.bank.teacher[0][1].float())
+
+
 def test_end_to_end_loss_weights_and_a_fresh_optimiser_per_phase(tmp_path) -> None:
     """ce_weight=0 with alpha = beta = 0 leaves nothing to learn end to end (loss exactly 0); with
     ce_weight=1 the loss is the corpus cross-entropy (> 0). The recipe of
     the 8K GPU run (fresh Adam, its own warm-up, cosine decay, scaled rates) trains with finite losses."""
-    order = [1, 0, 2]
 
     def run(name: str, **over) -> tuple[list, Transformer]:
-        teacher = Transformer.random(TINY, seed=0)
-        chain = Chain.create(
-            tmp_path / name,
-            teacher="tiny",
-            n_layer=3,
-            n_states=2,
-            order=order,
-            entropy=[0.0] * 3,
-            settings={},
-        )
-        cfg = DistillConfig(**{**CFG.__dict__, "max_layers": 1, **over})
-        return Distiller(teacher, chain, cfg, _tokens(2), _tokens(3), log=lambda _: None).run(), teacher
+        distiller, steps = _first_layer(tmp_path / name, **over)
+        return steps, distiller.model
 
     [silent], _ = run("silent", ce_weight=0.0, alpha=0.0, beta=0.0, e2e_fresh_adam=True, e2e_warmup=1)
     assert silent.e2e_steps == CFG.e2e_steps and all(loss == 0.0 for _, loss in silent.e2e_loss)
@@ -147,23 +152,9 @@ def test_gate_separation_pushes_the_two_states_gates_apart(tmp_path) -> None:
     history and recency gates than one without; the single-state ablation refuses the loss."""
 
     def similarity(gamma: float) -> float:
-        teacher = Transformer.random(TINY, seed=0)
-        chain = Chain.create(
-            tmp_path / f"sep{gamma}",
-            teacher="tiny",
-            n_layer=3,
-            n_states=2,
-            order=[1, 0, 2],
-            entropy=[0.0] * 3,
-            settings={},
-        )
-        cfg = DistillConfig(**{**CFG.__dict__, "max_layers": 1, "local_steps": 30, "gate_separation": gamma})
-        distiller = Distiller(teacher, chain, cfg, _tokens(2), _tokens(3), log=lambda _: None)
-        distiller.run()
-        block = teacher.layers[1]
-        x = block.attn_norm(distiller.bank.teacher[0][1].float())
+        distiller, _ = _first_layer(tmp_path / f"sep{gamma}", local_steps=30, gate_separation=gamma)
         with torch.no_grad():
-            return float(distiller.impls[1].gate_similarity(x))
+            return float(distiller.impls[1].gate_similarity(_layer_1_input(distiller)))
 
     without, with_loss = similarity(0.0), similarity(1.0)
     assert 0.0 <= with_loss < without - 0.05, (without, with_loss)
@@ -176,24 +167,13 @@ def test_gate_separation_pushes_the_two_states_gates_apart(tmp_path) -> None:
 def test_history_bias_starts_the_first_state_with_a_long_memory(tmp_path) -> None:
     """history_bias sets the first state's gate biases before training (the second keeps the reference's 0):
     its gates then sit far closer to 1 than the second state's."""
-    teacher = Transformer.random(TINY, seed=0)
-    chain = Chain.create(
-        tmp_path / "hist",
-        teacher="tiny",
-        n_layer=3,
-        n_states=2,
-        order=[1, 0, 2],
-        entropy=[0.0] * 3,
-        settings={},
-    )
-    cfg = DistillConfig(**{**CFG.__dict__, "max_layers": 1, "history_bias": 5.0})
-    distiller = Distiller(teacher, chain, cfg, _tokens(2), _tokens(3), log=lambda _: None)
-    distiller.run()
+    distiller, _ = _first_layer(tmp_path / "hist", history_bias=5.0)
     impl = distiller.impls[1]
     hq = TINY.n_head * TINY.head_dim
     # A few steps at lr_gates move a bias by well under 1.
     assert float(impl.bg[:hq].min()) > 4.0 and float(impl.bg[hq:].abs().max()) < 1.0
-    x = teacher.layers[1].attn_norm(distiller.bank.teacher[0][1].float())
     with torch.no_grad():
-        forget = -impl.gates(x).unflatten(-2, (2, TINY.n_head)).mean(dim=(0, 1, -2, -1))  # (2,): -mean log g
+        forget = (
+            -impl.gates(_layer_1_input(distiller)).unflatten(-2, (2, TINY.n_head)).mean(dim=(0, 1, -2, -1))
+        )  # (2,): -mean log g
     assert float(forget[0]) < 0.1 * float(forget[1]), forget
