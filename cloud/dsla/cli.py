@@ -103,11 +103,18 @@ def distill(
         help="Take the order from this chain (no calibration pass): its measured order first where "
         "`tether dsla order` measured one, then its other layers in chain order.",
     ),
+    order: Optional[str] = typer.Option(
+        None,
+        "--order",
+        help="Convert these layers first, in this order (comma-separated, e.g. a serving order that "
+        "`tether dsla order` measured on an earlier chain), then the rest in sensitivity order.",
+    ),
     steps_from: Optional[str] = typer.Option(
         None, help="Train each layer exactly as many steps as this chain did (an ablation at equal effort)."
     ),
 ) -> None:
-    """Convert layers one at a time in sensitivity order (layer-local, then end to end); resumable."""
+    """Convert layers one at a time in sensitivity order, or one given with --order or --order-from
+    (layer-local, then end to end); resumable."""
     import shutil
 
     import torch
@@ -115,10 +122,13 @@ def distill(
 
     from tether.cloud.dsla.chain import Chain
     from tether.cloud.dsla.distill import DistillConfig, Distiller, config_dict, sample_batches
-    from tether.cloud.dsla.sensitivity import last_row_entropy, sensitivity_order
+    from tether.cloud.dsla.sensitivity import last_row_entropy, leading_order, sensitivity_order
     from tether.cloud.lm.checkpoint import load_checkpoint
     from tether.cloud.lm.model import Transformer
 
+    if order and order_from:
+        raise typer.BadParameter("--order and --order-from both set the order; give one of them")
+    first = _layer_list(order) if order else []
     torch.set_num_threads(threads)
     cfg = DistillConfig(
         n_states=states,
@@ -169,22 +179,29 @@ def distill(
         if order_from:
             source = Chain.open(chains_root() / order_from)
             source.check_teacher(ckpt.name)
-            order, entropy = source.full_order, list(source.manifest["entropy"])
-            log(f"order from {order_from}: {order}")
+            layers, entropy = source.full_order, list(source.manifest["entropy"])
+            log(f"order from {order_from}: {layers}")
         else:
             calib = sample_batches(
                 train, 1, cfg.calib_windows, cfg.calib_len, np.random.default_rng(seed + 100)
             )[0]
             entropy = last_row_entropy(model, calib)  # on the CPU: the model moves to the device later
-            order = sensitivity_order(entropy)
-            log(f"sensitivity order (lowest entropy first): {order}")
+            if first:
+                try:
+                    layers = leading_order(first, entropy)
+                except ValueError as e:
+                    raise typer.BadParameter(f"--order {order}: {e}") from None
+                log(f"order: {first} as given, then the rest by sensitivity: {layers}")
+            else:
+                layers = sensitivity_order(entropy)
+                log(f"sensitivity order (lowest entropy first): {layers}")
         settings = config_dict(cfg) | {"sources": sources, "train_tokens": int(len(train))}
         chain = Chain.create(
             folder,
             teacher=ckpt.name,
             n_layer=model.config.n_layer,
             n_states=states,
-            order=order,
+            order=layers,
             entropy=entropy,
             settings=settings,
         )
@@ -206,6 +223,16 @@ def distill(
         f"done: {chain.num_converted} of {model.config.n_layer} layers converted "
         f"({chain.num_converted - before} in this run, {(time.perf_counter() - t0) / 60:.1f} min)"
     )
+
+
+def _layer_list(text: str) -> list[int]:
+    """'25, 29,27' -> [25, 29, 27]; a clear error for anything else."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"--order takes comma-separated layer indices, but got {text!r}; e.g. --order 25,29,27"
+        ) from None
 
 
 def _load_tokens(path: Optional[Path], tokenizer) -> tuple:

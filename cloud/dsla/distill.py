@@ -382,6 +382,7 @@ class Distiller:
                 if progress:
                     progress(layer, f"local {state['local']} loss {loss:.4f}")
                 checkpoint()
+            del targets  # the teacher's outputs of every bank batch: not needed end to end
         self.model.slots[layer].active = self.chain.kind
         e2e_start = time.perf_counter()
         if state["e2e"] == 0:
@@ -406,6 +407,11 @@ class Distiller:
             val_ppl=self.val_perplexity(),
         )
         self.chain.add_step(layer, impl, step)
+        if self.device.type == "cuda":
+            # Hand this layer's cached blocks back: the next layer's end-to-end graph differs in depth,
+            # and distillations sharing one GPU (a chain beside its ablation) would otherwise each
+            # hold their own peak until the card runs out (three 2K-window runs on an H200 did).
+            torch.cuda.empty_cache()
         return step
 
     # --- the two phases ------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tether.cloud.lm.attention import SoftmaxAttention, rope_tables
 from tether.cloud.lm.model import Transformer
 
-__all__ = ["conversion_costs", "last_row_entropy", "measured_order", "sensitivity_order"]
+__all__ = ["conversion_costs", "last_row_entropy", "leading_order", "measured_order", "sensitivity_order"]
 
 
 @torch.no_grad()
@@ -51,6 +51,21 @@ def last_row_entropy(model: Transformer, windows: torch.Tensor) -> list[float]:
 def sensitivity_order(entropy: list[float]) -> list[int]:
     """Layers by increasing entropy (ties by layer index): the conversion order."""
     return sorted(range(len(entropy)), key=lambda i: (entropy[i], i))
+
+
+def leading_order(first: Sequence[int], entropy: list[float]) -> list[int]:
+    """`first` in the order given, then the other layers in sensitivity order: a chain distilled in
+    an order measured elsewhere (a serving order written down from an earlier chain's
+    `tether dsla order`), so each layer trains with the layers served before it converted."""
+    n = len(entropy)
+    bad = [layer for layer in first if not 0 <= layer < n]
+    if bad:
+        raise ValueError(f"layers must satisfy 0 <= layer < {n}, but got {bad}; list layers of this model")
+    twice = sorted({layer for layer in first if list(first).count(layer) > 1})
+    if twice:
+        raise ValueError(f"each layer may come once in the order, but {twice} repeat; drop the repeats")
+    rest = [layer for layer in sensitivity_order(entropy) if layer not in first]
+    return list(first) + rest
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from conftest import TINY, TINY_DISTILL, random_tokens
 
 from tether.cloud.dsla.chain import Chain, ChainError
 from tether.cloud.dsla.distill import DistillConfig, Distiller
-from tether.cloud.dsla.sensitivity import conversion_costs, measured_order
+from tether.cloud.dsla.sensitivity import conversion_costs, leading_order, measured_order
 from tether.cloud.lm import Transformer
 
 CFG = DistillConfig(**{**TINY_DISTILL.__dict__, "local_steps": 4, "e2e_steps": 1})
@@ -90,3 +90,13 @@ def test_serving_order_is_by_measured_cost_and_every_loader_follows_it(tmp_path)
         reopened.set_measured_order({0: 0.1, 5: 0.2}, {})
     reopened.clear_measured_order()
     assert Chain.open(tmp_path / "chain").serving_order == [2, 0, 1]
+
+
+def test_a_given_order_leads_and_the_rest_follow_by_entropy_and_bad_lists_are_rejected() -> None:
+    entropy = [0.5, 0.1, 0.9, 0.3, 0.2]  # sensitivity order: 1, 4, 3, 0, 2
+    assert leading_order([2, 0], entropy) == [2, 0, 1, 4, 3]
+    assert leading_order([], entropy) == [1, 4, 3, 0, 2]
+    with pytest.raises(ValueError, match=r"0 <= layer < 5, but got \[5\]"):
+        leading_order([1, 5], entropy)
+    with pytest.raises(ValueError, match=r"\[3\] repeat"):
+        leading_order([3, 1, 3], entropy)
