@@ -172,6 +172,11 @@ def distill(
     if Chain.exists(folder):
         chain = Chain.open(folder)
         chain.check_teacher(ckpt.name)
+        if first and chain.order[: len(first)] != first:
+            raise typer.BadParameter(
+                f"--order {order}: the chain in {folder} was made with the order {chain.order}; "
+                "leave --order out to resume it, or add --fresh to start it again in the new order"
+            )
         log(f"resuming: {chain.num_converted} of {len(chain.order)} layers converted")
     else:
         import numpy as np

@@ -409,8 +409,8 @@ class Distiller:
         self.chain.add_step(layer, impl, step)
         if self.device.type == "cuda":
             # Hand this layer's cached blocks back: the next layer's end-to-end graph differs in depth,
-            # and distillations sharing one GPU (a chain beside its ablation) would otherwise each
-            # hold their own peak until the card runs out (three 2K-window runs on an H200 did).
+            # and each distillation sharing one GPU (a chain beside its ablation) would otherwise hold
+            # its own highest peak so far (three 2K-window runs on an H200 ran it out of memory).
             torch.cuda.empty_cache()
         return step
 

@@ -100,3 +100,44 @@ def test_a_given_order_leads_and_the_rest_follow_by_entropy_and_bad_lists_are_re
         leading_order([1, 5], entropy)
     with pytest.raises(ValueError, match=r"\[3\] repeat"):
         leading_order([3, 1, 3], entropy)
+
+
+def test_distill_refuses_an_order_other_than_the_chain_it_resumes(tmp_path, monkeypatch) -> None:
+    # The real embedded model and CLI; the chain folder exists already, so nothing trains.
+    from typer.testing import CliRunner
+
+    from tether import settings as settings_mod
+    from tether.cloud.dsla.cli import app
+    from tether.cloud.lm import load_checkpoint
+
+    monkeypatch.setenv("TETHER_ARTEFACTS", str(tmp_path / "artefacts"))
+    monkeypatch.setattr(settings_mod, "_current", None)
+    teacher = load_checkpoint().name
+    folder = settings_mod.settings().artefact_dir("dsla", "chains") / "mine"
+    order = list(range(30))
+    Chain.create(
+        folder, teacher=teacher, n_layer=30, n_states=2, order=order, entropy=[0.0] * 30, settings={}
+    )
+    tokens = tmp_path / "t.npz"
+    np.savez(
+        tokens, train=np.arange(5000, dtype=np.uint16), val=np.arange(600, dtype=np.uint16), sources=["x"]
+    )
+    args = ["distill", "--name", "mine", "--tokens", str(tokens), "--max-layers", "1", "--threads", "1"]
+    args += [
+        "--budget-min",
+        "0.01",
+        "--bank-batches",
+        "1",
+        "--batch-size",
+        "1",
+        "--e2e-batch-size",
+        "1",
+        "--seq-len",
+        "16",
+    ]
+
+    refused = CliRunner().invoke(app, [*args, "--order", "5,3"])
+    assert refused.exit_code != 0 and "made with the order" in refused.output
+    assert "--fresh" in refused.output and Chain.open(folder).num_converted == 0
+    both = CliRunner().invoke(app, [*args, "--order", "0,1", "--order-from", "other"])
+    assert both.exit_code != 0 and "give one of them" in both.output
