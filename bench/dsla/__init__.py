@@ -9,7 +9,9 @@ the dual-vs-single pair is always scored on the layers the two chains share (the
 prefix), for quality only when the serving order converts other layers at that level:
 
 - decode throughput and latency against context (512 .. 8K) at batch 1 and 8 (caches imported,
-  then the engine's decode steps timed);
+  then the engine's decode steps timed); the target's figure (the chosen level against the
+  original at batch 8 / 8K) is measured again with the two taking turns, five repeats each, as
+  this shared machine's speed drifts over the minutes between one level and the next;
 - end-to-end throughput of a concurrent long-context load: the original, the chosen level, and
   DSLA-Serve starting unconverted with the load policy on (converting and folding in flight);
 - quality at the same contexts: perplexity on held-out text (Shakespeare's validation plays,
@@ -18,21 +20,24 @@ prefix), for quality only when the serving order converts other layers at that l
 
 Targets: decode throughput at batch 8 and 8K at least 2.3x the baseline at the chosen level,
 perplexity there within 15% of the original (ratio >= 1/1.15), and dual-state better than
-single-state at equal conversion (ratio > 1). The chosen level is the lowest that still decodes
-2.3x faster at batch 8 / 8K: on this machine a converted layer saves a near-constant 2.9% of the
-unconverted step there (fitted to 8, 15, 18, 20, 23 and 26 layers on 2026-11-26, after decode stopped
-faulting in a fresh buffer for its gathered K/V each layer: 1.28x, 1.86x, 2.06x, 2.48x, 3.11x,
-4.33x), so 19 layers would give 2.26x and 20 give 2.42x: CHOSEN_FRACTION = 2/3 (20 of 30). (Before
-that engine fix the unconverted step was 2.6x slower at 8K and a layer saved 3.2%: 18 layers gave
-2.35x.) Which layers are converted does not change the speed, only the quality.
+single-state at equal conversion (ratio > 1). The chosen level is the lowest predicted to decode
+2.3x faster at batch 8 / 8K on the machine the run is on: a converted layer saves a near-constant
+share of the unconverted step there (on 2026-11-26, 8, 15, 18, 20, 23 and 26 layers gave 1.28x,
+1.86x, 2.06x, 2.48x, 3.11x and 4.33x: 2.9% a layer; on 2026-11-27, on a slower machine, 8, 15, 18
+and 20 layers gave 1.33x, 2.22x, 2.41x and 2.70x: 3.2% a layer), so a short calibration (the
+original and the chain's furthest level, two turns each) fixes the share and the level, and
+that level's figures are then measured apart from it. Which layers are converted does not change
+the speed, only the quality.
 `--quick` makes a tiny random model and tiny chains and checks the contract only.
 Options: `--contexts=512,2048,8192`, `--long-windows=3` (8K windows of the original and the chosen
-level; one for every other variant), `--level=N` (the chosen level), `--levels=8,15` (the other prefixes; default
-25% and 50%, plus the chain's furthest), `--chain=<name>` (default: `<model>-dsla-gpu` if distilled,
-else `<model>-dsla`), `--ablation=<name>` (default: `<model>-gla-gpu<k>` for the lowest k >= the
-level, else `-gla-gpu`, else `-gla`), `--threads=N` (torch threads; default 1: on a
-machine shared with other work OpenMP's barriers stall 2 threads far more than they help: an 8K
-DSLA layer prefill took 6.5-8.9 s on 2 threads and 1.5-1.9 s on 1, under a load of 7).
+level; one for every other variant), `--level=N` (the chosen level, instead of calibrating it),
+`--levels=8,15` (the other prefixes; default 25% and 50%, plus the chain's furthest),
+`--chain=<name>` (default: `<model>-dsla-gpu` if distilled, else `<model>-dsla`),
+`--ablation=<name>` (default: `<model>-gla-gpu<k>` for the lowest k >= the level, else `-gla-gpu`,
+else `-gla`), `--threads=N` (torch threads for the engines; default 1: on a machine shared with
+other work OpenMP's barriers stall 2 threads far more than they help: an 8K DSLA layer prefill
+took 6.5-8.9 s on 2 threads and 1.5-1.9 s on 1, under a load of 7), `--quality-threads=N` (torch
+threads for the quality windows' dense forwards; default every core).
 """
 
 from __future__ import annotations
@@ -49,11 +54,11 @@ import numpy as np
 
 from tether.bench import BenchContext, BenchReport, Row, row
 
-__all__ = ["run"]
+__all__ = ["level_for_speedup", "run"]
 
 SPEED_TARGET = 2.3
 PPL_TOLERANCE = 1.15
-CHOSEN_FRACTION = 2 / 3  # of the layers: the chosen level (see the module's docstring)
+TARGET_ROUNDS = 5  # turns of the original and the chosen level for the speed target's figure
 
 
 @dataclass
@@ -76,9 +81,10 @@ class Setup:
     load_prompt_len: int
     load_max_tokens: int
     cloze_context: int = 300  # characters of text before a blank
-    chosen: int = 0  # the chosen level (0: from CHOSEN_FRACTION)
+    chosen: int = 0  # the chosen level (0: calibrated in the run, `_calibrated_level`)
     notes: list[str] = field(default_factory=list)
     abl_order: list[int] = field(default_factory=list)  # the chain order both ablation chains share
+    teacher: str = ""  # the teacher's name, for the single-state chain's (full runs)
 
 
 def _full_setup(ctx: BenchContext) -> Setup:
@@ -103,32 +109,7 @@ def _full_setup(ctx: BenchContext) -> Setup:
     notes = [f"chain {folder} ({chain.num_converted}/{len(chain.order)} layers)"]
     if "measured_order" in chain.manifest:
         notes.append(f"serving order measured by `tether dsla order`: {chain.serving_order}")
-    chosen = _chosen(ctx, model.config.n_layer, chain.num_converted)
-    ablation = 0
-    gla_name = default_chain_name(ckpt.name, 1)
-    # The single-state chain made for this level or the nearest above it (`<gla>-gpu<k>`, k >= chosen),
-    # else the GPU or CPU one.
-    made_for = sorted(
-        int(p.name.removeprefix(f"{gla_name}-gpu"))
-        for p in chains_root().glob(f"{gla_name}-gpu*")
-        if p.name.removeprefix(f"{gla_name}-gpu").isdigit() and Chain.exists(p)
-    )
-    above = [k for k in made_for if k >= chosen]
-    abl_folder = chains_root() / (
-        ctx.options.get("ablation") or (f"{gla_name}-gpu{above[0]}" if above else preferred_chain(gla_name))
-    )
-    if Chain.exists(abl_folder):
-        abl = Chain.open(abl_folder)
-        if abl.order[: abl.num_converted] == chain.order[: abl.num_converted]:
-            abl.load_into(model, activate=False)
-            ablation = min(abl.num_converted, chosen)
-            notes.append(
-                f"ablation chain {abl_folder} ({abl.num_converted} layers, single state; compared at {ablation})"
-            )
-        else:
-            notes.append(f"ablation chain {abl_folder} has another order: skipped")
-    else:
-        notes.append(f"no single-state chain at {abl_folder}: ablation rows skipped")
+    chosen = _chosen(ctx, chain.num_converted)
     held = corpus.heldout_texts(ckpt.tokenizer)
     raw = {k: f() for k, f in held.items()}
     texts = {k: corpus.tokens(ckpt.tokenizer, k, lambda k=k: raw[k]) for k in raw}
@@ -139,7 +120,7 @@ def _full_setup(ctx: BenchContext) -> Setup:
         chain.full_order,
         chain.kind,
         chain.num_converted,
-        ablation,
+        0,  # the ablation: loaded once the chosen level is known (`_load_ablation`)
         texts,
         raw,
         contexts,
@@ -154,13 +135,91 @@ def _full_setup(ctx: BenchContext) -> Setup:
         notes=notes,
         chosen=chosen,
         abl_order=chain.order,
+        teacher=ckpt.name,
     )
 
 
-def _chosen(ctx: BenchContext, n_layer: int, available: int) -> int:
-    """The chosen level: `--level=N`, else ceil(CHOSEN_FRACTION * layers), at most what the chain has."""
-    level = int(ctx.options.get("level", 0)) or math.ceil(CHOSEN_FRACTION * n_layer)
-    if not 1 <= level <= available:
+def _load_ablation(ctx: BenchContext, s: Setup) -> None:
+    """Load the single-state chain made for the chosen level or the nearest above it
+    (`<model>-gla-gpu<k>`, k >= chosen; else the GPU or CPU one; `--ablation=<name>`), compared at
+    the chosen level or as far as it goes; none found leaves `s.ablation` 0 (no ablation rows)."""
+    from tether.cloud.dsla.chain import Chain
+    from tether.cloud.dsla.cli import chains_root, default_chain_name, preferred_chain
+
+    gla_name = default_chain_name(s.teacher, 1)
+    made_for = sorted(
+        int(p.name.removeprefix(f"{gla_name}-gpu"))
+        for p in chains_root().glob(f"{gla_name}-gpu*")
+        if p.name.removeprefix(f"{gla_name}-gpu").isdigit() and Chain.exists(p)
+    )
+    above = [k for k in made_for if k >= s.chosen]
+    folder = chains_root() / (
+        ctx.options.get("ablation") or (f"{gla_name}-gpu{above[0]}" if above else preferred_chain(gla_name))
+    )
+    if not Chain.exists(folder):
+        s.notes.append(f"no single-state chain at {folder}: ablation rows skipped")
+        return
+    abl = Chain.open(folder)
+    if abl.order[: abl.num_converted] != s.abl_order[: abl.num_converted]:
+        s.notes.append(f"ablation chain {folder} has another order: skipped")
+        return
+    abl.load_into(s.model, activate=False)
+    s.ablation = min(abl.num_converted, s.chosen)
+    s.notes.append(
+        f"ablation chain {folder} ({abl.num_converted} layers, single state; compared at {s.ablation})"
+    )
+
+
+def level_for_speedup(speedup: float, furthest: int, target: float = SPEED_TARGET) -> tuple[int, float]:
+    """The lowest level predicted to decode `target` x as fast as the original, from `speedup`
+    measured with `furthest` layers converted, and the layers that takes (inf when converting
+    does not speed decoding up); the level is at least 1 and at most `furthest`.
+
+    Each converted layer saves the same share of the unconverted step: a step with n layers
+    converted takes 1 - n * (1 - 1/speedup) / furthest of the original's.
+    """
+    if furthest < 1 or speedup <= 0:
+        raise ValueError(f"need furthest >= 1 and speedup > 0, but got {furthest} and {speedup}")
+    saving = (1 - 1 / speedup) / furthest
+    if saving <= 0:
+        return furthest, math.inf
+    need = (1 - 1 / target) / saving
+    return max(1, min(furthest, math.ceil(need - 1e-9))), need
+
+
+def _calibrated_level(engine, s: Setup, T: int, batch: int) -> int:
+    """The lowest level predicted to decode SPEED_TARGET x as fast as the original at `batch` / `T`.
+
+    A converted layer saves a near-constant share of the unconverted step (the module's
+    docstring), so one short measurement of the original and of the chain's furthest level fixes
+    the share; the level's own figures are measured afterwards, apart from this."""
+    from tether.bench.dsla import _speed as speed
+
+    L = len(s.model.slots)
+    exports = {
+        n: speed.synthetic_export(engine, speed.level_kinds(L, s.order, n, s.kind), T)
+        for n in (0, s.available)
+    }
+    rates = {
+        n: float(np.median(r))
+        for n, (r, _) in speed.paired_decode_speed(engine, exports, batch, s.steps, 2).items()
+    }
+    speedup = rates[s.available] / rates[0]
+    level, need = level_for_speedup(speedup, s.available)
+    saving = (1 - 1 / speedup) / s.available
+    s.notes.append(
+        f"chosen level {level}: calibration at batch {batch} / context {T} decoded {speedup:.2f}x with "
+        f"{s.available} layers converted, so a layer saves {saving:.1%} of the unconverted step and "
+        f"{SPEED_TARGET}x needs {need:.1f} layers"
+        + ("" if need <= s.available else f"; the chain has {s.available}, so its furthest level is used")
+    )
+    return level
+
+
+def _chosen(ctx: BenchContext, available: int) -> int:
+    """`--level=N`, at most what the chain has; 0 when not given (calibrated in the run)."""
+    level = int(ctx.options.get("level", 0))
+    if level and not 1 <= level <= available:
         raise SystemExit(
             f"--level must satisfy 1 <= level <= {available} (the chain's layers), but got {level}"
         )
@@ -281,20 +340,6 @@ def run(ctx: BenchContext) -> BenchReport:
     )  # decode speeds are only comparable on a quiet machine: recorded in the notes
     s = _quick_setup(ctx) if ctx.quick else _full_setup(ctx)
     model, L = s.model, len(s.model.slots)
-    s.chosen = s.chosen or math.ceil(CHOSEN_FRACTION * L)
-    levels = _levels(s, ctx.options.get("levels"))
-    chosen = s.chosen
-    chosen_label = f"{s.kind}-{chosen}/{L}"
-    gla_label = f"gla-{s.ablation}/{L}"
-    dsla_at_ablation = f"{s.kind}-{s.ablation}/{L}"
-    abl_order = s.abl_order or s.order
-    # When the serving order converts other layers at that level, DSLA is scored on the ablation's
-    # layers too, for quality only (speed depends on how many layers are converted, not which).
-    pair_apart = set(abl_order[: s.ablation]) != set(s.order[: s.ablation])
-    if pair_apart:
-        dsla_at_ablation += " chain order"
-    rows: list[Row] = []
-    curves: dict[tuple[str, int], list[tuple[int, float]]] = {}
 
     # --- decode speed -------------------------------------------------------------------------
     T_max = max(s.contexts)
@@ -315,6 +360,26 @@ def run(ctx: BenchContext) -> BenchReport:
         threads=threads,  # an engine sets torch's (process-wide) thread count to its own
     )
     engine = LLMEngine(model, s.tokenizer, config, name="dsla-bench")
+    if not s.chosen:
+        ctx.progress("calibrating the chosen level")
+        s.chosen = _calibrated_level(engine, s, cached[T_max], max(s.batches))
+    if ctx.quick:
+        s.ablation = min(s.ablation, s.chosen)
+    else:
+        _load_ablation(ctx, s)
+    levels = _levels(s, ctx.options.get("levels"))
+    chosen = s.chosen
+    chosen_label = f"{s.kind}-{chosen}/{L}"
+    gla_label = f"gla-{s.ablation}/{L}"
+    dsla_at_ablation = f"{s.kind}-{s.ablation}/{L}"
+    abl_order = s.abl_order or s.order
+    # When the serving order converts other layers at that level, DSLA is scored on the ablation's
+    # layers too, for quality only (speed depends on how many layers are converted, not which).
+    pair_apart = set(abl_order[: s.ablation]) != set(s.order[: s.ablation])
+    if pair_apart:
+        dsla_at_ablation += " chain order"
+    rows: list[Row] = []
+    curves: dict[tuple[str, int], list[tuple[int, float]]] = {}
     # (label, converted layers, kind, order)
     variants = [(label, n, s.kind, s.order) for label, n in levels.items()]
     if s.ablation:
@@ -334,6 +399,21 @@ def run(ctx: BenchContext) -> BenchReport:
                 ctx.progress(f"decode {label} ctx {T} batch {b}")
                 speed_at[(label, T, b)] = speed.decode_speed(engine, export, b, s.steps, repeats=3)
                 curves.setdefault((label, b), []).append((T, float(np.median(speed_at[(label, T, b)][0]))))
+    # The target's figure: the chosen level and the original again, taking turns
+    # (`paired_decode_speed`); the other rows keep the figures above.
+    pair = {
+        label: speed.synthetic_export(engine, speed.level_kinds(L, s.order, n, s.kind), cached[T_max])
+        for label, n in (("original", 0), (chosen_label, chosen))
+    }
+    ctx.progress(f"decode original and {chosen_label} ctx {T_max} batch {max(s.batches)}, taking turns")
+    paired = speed.paired_decode_speed(engine, pair, max(s.batches), s.steps, TARGET_ROUNDS)
+    seq = {label: float(np.median(speed_at[(label, T_max, max(s.batches))][0])) for label in pair}
+    s.notes.append(
+        f"{chosen_label} at batch {max(s.batches)} / {T_max}: {np.median(paired[chosen_label][0]):.3g} "
+        f"against {np.median(paired['original'][0]):.3g} tokens/s taking turns; in the level-by-level "
+        f"pass, each level's repeats in a row: {seq[chosen_label]:.3g} against {seq['original']:.3g} "
+        f"({seq[chosen_label] / seq['original']:.2f}x)"
+    )
     engine.stop()
     del engine  # its KV pool (gigabytes at 8K x 8) goes before the next engine's
     gc.collect()
@@ -343,8 +423,12 @@ def run(ctx: BenchContext) -> BenchReport:
         base_rates, base_ms = speed_at.get(("original", T, b), (None, None))
         if base_rates is None:
             continue
-        target = SPEED_TARGET if (label == chosen_label and T_max == T and b == max(s.batches)) else None
         params = {"context": cached[T], "batch": b, "converted": label}
+        target = None
+        if label == chosen_label and T_max == T and b == max(s.batches):
+            target = SPEED_TARGET
+            (rates, ms), (base_rates, base_ms) = paired[label], paired["original"]
+            params["measured"] = f"{TARGET_ROUNDS} turns each with the original"
         rows.append(
             row(
                 f"decode tokens/s b{b} ctx{T} {label}",
@@ -381,6 +465,12 @@ def run(ctx: BenchContext) -> BenchReport:
         )
 
     # --- quality ----------------------------------------------------------------------------------
+    # Dense forwards of whole windows: big matrix products that use every core (a 4K window took
+    # 38 s on one thread and 22 s on two here), where the decode steps above are timed on `threads`.
+    t_quality = time.perf_counter()
+    minutes = {"setup and decode speed": (t_quality - t_start) / 60}
+    quality_threads = int(ctx.options.get("quality_threads", os.cpu_count() or 1))
+    torch.set_num_threads(quality_threads)
     long_text = "shakespeare-val"
     long_windows = int(ctx.options.get("long_windows", 3))
     long_w = quality.windows(s.texts[long_text], long_windows, s.ppl_long, seed=1)
@@ -399,7 +489,7 @@ def run(ctx: BenchContext) -> BenchReport:
         ctx.progress(f"quality {label}")
         speed.set_level(model, order, n, kind)
         # All 8K windows for the two rows the target compares; one for the others (an 8K window is
-        # ~45 s a variant on one thread, and the run has to fit 30 minutes).
+        # ~80 s a variant on one thread here, and the run has to fit 30 minutes).
         n_long = long_windows if label in ("original", chosen_label) else 1
         p_long, top_long, a_long, fwd_long = quality.score_windows(model, long_w[:n_long], teacher_long)
         p_short, top_short, a_short, _ = quality.score_windows(model, short_w, teacher_short)
@@ -526,6 +616,9 @@ def run(ctx: BenchContext) -> BenchReport:
         )
 
     # --- a concurrent long-context load ------------------------------------------------------------
+    t_load = time.perf_counter()
+    minutes["quality"] = (t_load - t_quality) / 60
+    torch.set_num_threads(threads)
     prompts = [
         w.tolist() for w in quality.windows(s.texts[long_text], s.load_prompts, s.load_prompt_len, seed=3)
     ]
@@ -575,12 +668,17 @@ def run(ctx: BenchContext) -> BenchReport:
                 baseline_values=None if label == "original" else loads["original"]["tokens_per_s"],
             )
         )
-    s.notes.append(f"torch threads per engine: {threads}")
+    minutes["concurrent load"] = (time.perf_counter() - t_load) / 60
+    s.notes.append(f"torch threads per engine: {threads}; for the quality windows: {quality_threads}")
     s.notes.append(
         f"load average (1/5/15 min) at the start {'/'.join(f'{x:.1f}' for x in load_start)}, at the end "
         f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores"
     )
-    s.notes.append(f"benchmark took {(time.perf_counter() - t_start) / 60:.1f} min")
+    s.notes.append(
+        f"benchmark took {(time.perf_counter() - t_start) / 60:.1f} min ("
+        + ", ".join(f"{k} {v:.1f}" for k, v in minutes.items())
+        + ")"
+    )
 
     def plot(path: Path) -> None:
         import matplotlib

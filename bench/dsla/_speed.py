@@ -17,7 +17,7 @@ from tether.cloud.dsla.policy import PolicyConfig
 from tether.cloud.dsla.serve import DSLAServe
 from tether.cloud.lm import CacheExport, LLMEngine, SamplingParams
 
-__all__ = ["concurrent_load", "decode_speed", "level_kinds", "synthetic_export"]
+__all__ = ["concurrent_load", "decode_speed", "level_kinds", "paired_decode_speed", "synthetic_export"]
 
 
 def level_kinds(n_layer: int, order: Sequence[int], level: int, kind: str) -> list[str]:
@@ -81,6 +81,22 @@ def decode_speed(
         for rid in ids:
             engine.cancel(rid)
         engine.run_until_idle()
+
+
+def paired_decode_speed(
+    engine: LLMEngine, exports: dict[str, CacheExport], batch: int, steps: int, rounds: int
+) -> dict[str, tuple[list[float], list[float]]]:
+    """`decode_speed` of each export, one repeat at a time, taking turns (A B, B A, A B, ...): on a
+    shared machine the speed drifts over minutes, and a level measured minutes after its baseline
+    carries that drift into the ratio; taking turns spreads it over both."""
+    out: dict[str, tuple[list[float], list[float]]] = {label: ([], []) for label in exports}
+    labels = list(exports)
+    for r in range(rounds):
+        for label in labels if r % 2 == 0 else labels[::-1]:
+            rates, ms = decode_speed(engine, exports[label], batch, steps, repeats=1)
+            out[label][0].extend(rates)
+            out[label][1].extend(ms)
+    return out
 
 
 def concurrent_load(
