@@ -23,11 +23,11 @@ perplexity there within 15% of the original (ratio >= 1/1.15), and dual-state be
 single-state at equal conversion (ratio > 1). The chosen level is the lowest predicted to decode
 2.3x faster at batch 8 / 8K on the machine the run is on: a converted layer saves a near-constant
 share of the unconverted step there (on 2026-11-26, 8, 15, 18, 20, 23 and 26 layers gave 1.28x,
-1.86x, 2.06x, 2.48x, 3.11x and 4.33x: 2.9% a layer; on 2026-11-27, on a slower machine, 8, 15, 18
-and 20 layers gave 1.33x, 2.22x, 2.41x and 2.70x: 3.2% a layer), so a short calibration (the
-original and the chain's furthest level, two turns each) fixes the share and the level, and
-that level's figures are then measured apart from it. Which layers are converted does not change
-the speed, only the quality.
+1.86x, 2.06x, 2.48x, 3.11x and 4.33x: 2.9% a layer; on 2026-11-27, on a slower machine and taking
+turns with the original, 18 and 20 layers gave 1.97-2.00x and 2.07-2.22x: 2.6-2.7%), so a short
+calibration (the original and the chain's furthest level, two turns each) fixes the share and the
+level, and that level's figures are then measured apart from it. Which layers are converted does
+not change the speed, only the quality.
 `--quick` makes a tiny random model and tiny chains and checks the contract only.
 Options: `--contexts=512,2048,8192`, `--long-windows=3` (8K windows of the original and the chosen
 level; one for every other variant), `--level=N` (the chosen level, instead of calibrating it),
