@@ -24,7 +24,7 @@ single-state at equal conversion (ratio > 1). The chosen level is the lowest pre
 2.3x faster at batch 8 / 8K on the machine the run is on: a converted layer saves a near-constant
 share of the unconverted step there (on 2026-11-26, 8, 15, 18, 20, 23 and 26 layers gave 1.28x,
 1.86x, 2.06x, 2.48x, 3.11x and 4.33x: 2.9% a layer; on 2026-11-27, on a slower machine and taking
-turns with the original, 18 and 20 layers gave 1.97-2.00x and 2.07-2.22x: 2.6-2.7%), so a short
+turns with the original, 18 and 20 layers gave 1.97-2.00x and 2.07-2.30x: 2.6-2.8%), so a short
 calibration (the original and the chain's furthest level, two turns each) fixes the share and the
 level, and that level's figures are then measured apart from it. Which layers are converted does
 not change the speed, only the quality.
