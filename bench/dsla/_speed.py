@@ -87,8 +87,9 @@ def paired_decode_speed(
     engine: LLMEngine, exports: dict[str, CacheExport], batch: int, steps: int, rounds: int
 ) -> dict[str, tuple[list[float], list[float]]]:
     """`decode_speed` of each export, one repeat at a time, taking turns (A B, B A, A B, ...): on a
-    shared machine the speed drifts over minutes, and a level measured minutes after its baseline
-    carries that drift into the ratio; taking turns spreads it over both."""
+    shared machine one decode varies from the next by up to a tenth, and a level measured minutes
+    after its baseline carries whatever the machine did meanwhile into the ratio; taking turns
+    spreads it over both."""
     out: dict[str, tuple[list[float], list[float]]] = {label: ([], []) for label in exports}
     labels = list(exports)
     for r in range(rounds):
