@@ -12,7 +12,8 @@ windows longer than it was trained on:
   mean square, on the teacher's input to the layer.
 
 Variants: `dsla`, `dsla+sep` (gate-separation loss 0.1), `gla` (one state) by default; `dsla+hist4`,
-`dsla+hist6`, `gla+hist4` start the first state's gate biases at 4 or 6 (`--variants`).
+`dsla+hist6`, `gla+hist4` start the first state's gate biases at 4 or 6, `dsla+rec2` and `dsla+rec4`
+the second state's at -2 or -4 (a short memory), `dsla+hist2+rec2` both (`--variants`).
 
 Writes one JSON under <artefacts>/dsla/states/ and prints a table. Quality only: timings do not
 enter, so a busy machine changes nothing but the wall time.
@@ -39,13 +40,16 @@ from tether.cloud.lm.checkpoint import load_checkpoint
 from tether.cloud.lm.model import Transformer
 from tether.settings import settings
 
-VARIANTS = {  # name: (states, gate separation, history bias)
-    "dsla": (2, 0.0, 0.0),
-    "dsla+sep": (2, 0.1, 0.0),
-    "gla": (1, 0.0, 0.0),
-    "dsla+hist4": (2, 0.0, 4.0),
-    "dsla+hist6": (2, 0.0, 6.0),
-    "gla+hist4": (1, 0.0, 4.0),
+VARIANTS = {  # name: (states, gate separation, history bias, recency bias)
+    "dsla": (2, 0.0, 0.0, 0.0),
+    "dsla+sep": (2, 0.1, 0.0, 0.0),
+    "gla": (1, 0.0, 0.0, 0.0),
+    "dsla+hist4": (2, 0.0, 4.0, 0.0),
+    "dsla+hist6": (2, 0.0, 6.0, 0.0),
+    "gla+hist4": (1, 0.0, 4.0, 0.0),
+    "dsla+rec2": (2, 0.0, 0.0, -2.0),
+    "dsla+rec4": (2, 0.0, 0.0, -4.0),
+    "dsla+hist2+rec2": (2, 0.0, 2.0, -2.0),
 }
 
 
@@ -128,7 +132,7 @@ def main() -> None:
     results: dict[str, dict[str, dict]] = {}
     for layer in layers:
         for name in variants:
-            states, sep, hist = VARIANTS[name]
+            states, sep, hist, rec = VARIANTS[name]
             t1 = time.perf_counter()
             model = Transformer.from_checkpoint(ckpt)
             order = [layer, *(j for j in range(model.config.n_layer) if j != layer)]
@@ -141,6 +145,7 @@ def main() -> None:
                     n_states=states,
                     gate_separation=sep,
                     history_bias=hist,
+                    recency_bias=rec,
                     seq_len=args.seq_len,
                     batch_size=4,
                     e2e_batch_size=2,

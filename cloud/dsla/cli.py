@@ -85,6 +85,12 @@ def distill(
     history_bias: float = typer.Option(
         0.0, min=-20.0, max=20.0, help="Initial bias of the first state's gates (0: the reference's)."
     ),
+    recency_bias: float = typer.Option(
+        0.0,
+        min=-20.0,
+        max=20.0,
+        help="Initial bias of the second state's gates (0: the reference's; < 0: a short memory; DSLA only).",
+    ),
     gate_separation: float = typer.Option(
         0.0, min=0.0, help="Weight of the loss that pushes the two states' gates apart (DSLA only)."
     ),
@@ -143,6 +149,7 @@ def distill(
         beta=beta,
         gate_separation=gate_separation,
         history_bias=history_bias,
+        recency_bias=recency_bias,
         e2e_lr_scale=e2e_lr_scale,
         lr_min=lr_min,
         e2e_fresh_adam=e2e_fresh_adam,

@@ -16,7 +16,8 @@ model. Per layer, two phases:
 Both phases may add gamma * cos(log g_1, log g_2) (`gate_separation`, off by default): the
 reference's optional loss that pushes the history and recency gates apart. `history_bias`
 starts the first state's gate biases above 0 (the reference's), so it remembers for hundreds of
-tokens from the first step instead of the ~24 that a zero bias gives at temperature 16.
+tokens from the first step instead of the ~24 that a zero bias gives at temperature 16;
+`recency_bias` starts the second state's below 0, so it forgets within a few tokens.
 
 Only the current layer's DSLA parameters train (q, o, gates, mixture; k and v are the
 teacher's). Before the first step each head's q is rescaled by least squares so the
@@ -78,6 +79,8 @@ class DistillConfig:
     history_bias: float = 0.0  # initial bias of the first (history) state's gates: 0 is the reference's;
     # b > 0 starts that state with a memory of about 16 e^b tokens (g = sigmoid(b)^(1/16) at x = 0),
     # which a few hundred steps at lr_gates could not reach from 0
+    recency_bias: float = 0.0  # initial bias of the second (recency) state's gates; b < 0 starts it
+    # with a short memory (b = -4: g = 0.78 at x = 0, about 5 tokens), so the two states begin apart
     gate_separation: float = 0.0  # weight of the two states' gate cosine similarity (the reference's
     # optional loss that pushes the history and recency gates apart); two states only
     budget_min: float = 110.0  # wall-clock budget of one run of the command (from its start), minutes
@@ -119,6 +122,7 @@ class DistillConfig:
             "temperature": (0.01, 100.0),
             "gate_separation": (0.0, 1e4),
             "history_bias": (-20.0, 20.0),
+            "recency_bias": (-20.0, 20.0),
             "budget_min": (0.01, 10**6),
             "target_fraction": (0.01, 1.0),
             "max_layers": (0, 10**4),
@@ -137,6 +141,11 @@ class DistillConfig:
             raise ValueError(
                 f"DistillConfig: e2e_batch_size <= batch_size must hold, but got {self.e2e_batch_size} > "
                 f"{self.batch_size}; lower e2e_batch_size"
+            )
+        if self.recency_bias and self.n_states != 2:
+            raise ValueError(
+                f"DistillConfig.recency_bias starts the second state's gates, but n_states={self.n_states}; "
+                "set recency_bias=0 for the single-state ablation"
             )
         if self.gate_separation and self.n_states != 2:
             raise ValueError(
@@ -369,9 +378,12 @@ class Distiller:
         if state["local"] < local_cap or partial is None:
             targets = self._local_targets(layer)
             if partial is None:
-                if cfg.history_bias:
-                    with torch.no_grad():
-                        impl.bg[: impl.n_head * impl.head_dim].fill_(cfg.history_bias)
+                hq = impl.n_head * impl.head_dim
+                with torch.no_grad():
+                    if cfg.history_bias:
+                        impl.bg[:hq].fill_(cfg.history_bias)
+                    if cfg.recency_bias:
+                        impl.bg[hq:].fill_(cfg.recency_bias)
                 state["q_scales"] = self._calibrate(layer, targets)
                 self.log(f"layer {layer}: q scaled per head by {state['q_scales']}")
             while state["local"] < local_cap and time.perf_counter() < local_end:

@@ -177,3 +177,19 @@ def test_history_bias_starts_the_first_state_with_a_long_memory(tmp_path) -> Non
             -impl.gates(_layer_1_input(distiller)).unflatten(-2, (2, TINY.n_head)).mean(dim=(0, 1, -2, -1))
         )  # (2,): -mean log g
     assert float(forget[0]) < 0.1 * float(forget[1]), forget
+
+
+def test_recency_bias_starts_the_second_state_with_a_short_memory(tmp_path) -> None:
+    """recency_bias sets the second state's gate biases before training (the first keeps the reference's 0):
+    that state then forgets much faster than the first; a single-state chain refuses it."""
+    distiller, _ = _first_layer(tmp_path / "rec", recency_bias=-4.0)
+    impl = distiller.impls[1]
+    hq = TINY.n_head * TINY.head_dim
+    assert float(impl.bg[hq:].max()) < -3.0 and float(impl.bg[:hq].abs().max()) < 1.0
+    with torch.no_grad():
+        forget = (
+            -impl.gates(_layer_1_input(distiller)).unflatten(-2, (2, TINY.n_head)).mean(dim=(0, 1, -2, -1))
+        )  # (2,): -mean log g
+    assert float(forget[1]) > 3.0 * float(forget[0]), forget
+    with pytest.raises(ValueError, match="recency_bias=0"):
+        DistillConfig(n_states=1, recency_bias=-2.0)
