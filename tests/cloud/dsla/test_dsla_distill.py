@@ -164,6 +164,14 @@ def test_gate_separation_pushes_the_two_states_gates_apart(tmp_path) -> None:
         DistillConfig(gate_separation=-1.0)
 
 
+def _forget_rates(distiller) -> torch.Tensor:
+    """-mean log g of each of layer 1's two states on its input: (2,), larger forgets faster."""
+    impl = distiller.impls[1]
+    with torch.no_grad():
+        log_g = impl.gates(_layer_1_input(distiller)).unflatten(-2, (2, TINY.n_head))
+    return -log_g.mean(dim=(0, 1, -2, -1))
+
+
 def test_history_bias_starts_the_first_state_with_a_long_memory(tmp_path) -> None:
     """history_bias sets the first state's gate biases before training (the second keeps the reference's 0):
     its gates then sit far closer to 1 than the second state's."""
@@ -172,10 +180,7 @@ def test_history_bias_starts_the_first_state_with_a_long_memory(tmp_path) -> Non
     hq = TINY.n_head * TINY.head_dim
     # A few steps at lr_gates move a bias by well under 1.
     assert float(impl.bg[:hq].min()) > 4.0 and float(impl.bg[hq:].abs().max()) < 1.0
-    with torch.no_grad():
-        forget = (
-            -impl.gates(_layer_1_input(distiller)).unflatten(-2, (2, TINY.n_head)).mean(dim=(0, 1, -2, -1))
-        )  # (2,): -mean log g
+    forget = _forget_rates(distiller)
     assert float(forget[0]) < 0.1 * float(forget[1]), forget
 
 
@@ -186,10 +191,7 @@ def test_recency_bias_starts_the_second_state_with_a_short_memory(tmp_path) -> N
     impl = distiller.impls[1]
     hq = TINY.n_head * TINY.head_dim
     assert float(impl.bg[hq:].max()) < -3.0 and float(impl.bg[:hq].abs().max()) < 1.0
-    with torch.no_grad():
-        forget = (
-            -impl.gates(_layer_1_input(distiller)).unflatten(-2, (2, TINY.n_head)).mean(dim=(0, 1, -2, -1))
-        )  # (2,): -mean log g
+    forget = _forget_rates(distiller)
     assert float(forget[1]) > 3.0 * float(forget[0]), forget
     with pytest.raises(ValueError, match="recency_bias=0"):
         DistillConfig(n_states=1, recency_bias=-2.0)
