@@ -89,6 +89,9 @@ class Node:
 
         self.telemetry = TelemetryCollector()
         self.telemetry.queue_length = lambda: self._executor.queue_length()
+        shm = getattr(self.transport, "shm", None)  # the Zenoh transport's pool for large payloads
+        if shm is not None:
+            self.telemetry.add_source(lambda: {"msgs.shm": shm.puts, "msgs.shm_fallback": shm.fallbacks})
         self._clock = Clock(False)
         use_sim = self.declare_parameter("use_sim_time", False, description="Use /clock instead of wall time")
         self._set_use_sim_time(bool(use_sim.value))

@@ -14,6 +14,9 @@ Metric names (dotted; `<topic>` is the name as the node declared it, slashes as 
 | `msgs.malformed`                   | 1    | payloads that did not decode as the topic's type (total)     |
 | `msgs.oversized`                   | 1    | payloads above TETHER_MAX_MESSAGE_BYTES (total)              |
 | `msgs.rate_capped`                 | 1    | messages withheld by a `rate_cap.<topic>` parameter (total)  |
+| `msgs.shm` / `msgs.shm_fallback`   | 1    | large payloads this process put through its shared-memory    |
+|                                    |      | pool / sent as bytes because the pool was full (totals, per  |
+|                                    |      | process; only where the Zenoh transport has a pool)          |
 | `executor.queue`                   | 1    | work items waiting in the node's executor                    |
 
 A service adds its own metrics with `node.telemetry.add_source(fn)` or `node.telemetry.set(name, value)`

@@ -122,6 +122,8 @@ def test_a_full_pool_falls_back_to_bytes_and_loses_nothing(bus):
         shm = default_context().transport.shm
         assert shm.puts + shm.fallbacks == count
         assert 0 < shm.puts <= 3 and shm.fallbacks >= count - 3, (shm.puts, shm.fallbacks)
+        metrics, _ = node.telemetry.snapshot()  # both counts reach the node's telemetry
+        assert (metrics["msgs.shm"], metrics["msgs.shm_fallback"]) == (shm.puts, shm.fallbacks)
         assert got == [(str(i), SIZE, i, i) for i in range(count)]
         held = [np.frombuffer(s.payload.to_bytes(), np.uint8) for s in kept]
         assert all(h[-SIZE:].min() == h[-SIZE:].max() == i for i, h in enumerate(held))
