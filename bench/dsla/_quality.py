@@ -128,16 +128,20 @@ def cloze_items(
 
 @torch.no_grad()
 def cloze_accuracy(model: Transformer, items: list[ClozeItem]) -> float:
-    """Fraction of items whose true option has the highest log-likelihood."""
+    """Fraction of items whose true option has the highest log-likelihood.
+
+    The output projection runs only at the positions that predict an option's tokens (a tenth of
+    the sequence): over every position it cost about a fifth of the item's time."""
     right = 0
     for item in items:
         seqs = [item.context + o for o in item.options]
         T = max(len(s) for s in seqs)
-        batch = torch.tensor([s + [0] * (T - len(s)) for s in seqs])
-        logp = F.log_softmax(model(batch)[:, :-1], -1)  # (4, T - 1, V)
+        h = _final_hidden(model, torch.tensor([s + [0] * (T - len(s)) for s in seqs]))  # (4, T, E)
         scores = []
         for i, o in enumerate(item.options):
             pos = torch.arange(len(item.context) - 1, len(item.context) - 1 + len(o))
-            scores.append(float(logp[i, pos, torch.tensor(o)].sum()))
+            logits = F.linear(h[i, pos], model.output_weight)  # (len(o), V)
+            chosen = logits.gather(1, torch.tensor(o)[:, None])[:, 0]
+            scores.append(float((chosen - torch.logsumexp(logits, -1)).sum()))
         right += int(int(np.argmax(scores)) == item.answer)
     return right / max(len(items), 1)
