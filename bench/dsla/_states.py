@@ -13,7 +13,10 @@ windows longer than it was trained on:
 
 Variants: `dsla`, `dsla+sep` (gate-separation loss 0.1), `gla` (one state) by default; `dsla+hist4`,
 `dsla+hist6`, `gla+hist4` start the first state's gate biases at 4 or 6, `dsla+rec2` and `dsla+rec4`
-the second state's at -2 or -4 (a short memory), `dsla+hist2+rec2` both (`--variants`).
+the second state's at -2 or -4 (a short memory), `dsla+hist2+rec2` both, and `gla+short4` starts the one
+state of GLA with that short memory (GLA's second try, for a fair best-of-two against DSLA's) (`--variants`).
+`--seed` changes the training batches' draw and the new weights' initialisation, for a second try at the
+same start.
 
 Writes one JSON under <artefacts>/dsla/states/ and prints a table. Quality only: timings do not
 enter, so a busy machine changes nothing but the wall time.
@@ -47,6 +50,7 @@ VARIANTS = {  # name: (states, gate separation, history bias, recency bias)
     "dsla+hist4": (2, 0.0, 4.0, 0.0),
     "dsla+hist6": (2, 0.0, 6.0, 0.0),
     "gla+hist4": (1, 0.0, 4.0, 0.0),
+    "gla+short4": (1, 0.0, -4.0, 0.0),
     "dsla+rec2": (2, 0.0, 0.0, -2.0),
     "dsla+rec4": (2, 0.0, 0.0, -4.0),
     "dsla+hist2+rec2": (2, 0.0, 2.0, -2.0),
@@ -101,6 +105,7 @@ def main() -> None:
     ap.add_argument("--eval-len", type=int, default=2048)
     ap.add_argument("--eval-windows", type=int, default=3, help="per held-out text")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="the distillation's seed (batches, new weights)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     layers = [int(x) for x in args.layers.split(",")]
@@ -134,6 +139,7 @@ def main() -> None:
         for name in variants:
             states, sep, hist, rec = VARIANTS[name]
             t1 = time.perf_counter()
+            torch.manual_seed(args.seed)  # the second state's gate weights start at nn.Linear's random init
             model = Transformer.from_checkpoint(ckpt)
             order = [layer, *(j for j in range(model.config.n_layer) if j != layer)]
             with tempfile.TemporaryDirectory() as tmp:
@@ -152,7 +158,7 @@ def main() -> None:
                     bank_batches=8,
                     max_layers=1,
                     budget_min=10**5,
-                    seed=0,
+                    seed=args.seed,
                 )
                 distiller = Distiller(
                     model, chain, cfg, train, val, log=lambda _: None,
