@@ -471,10 +471,10 @@ def run(ctx: BenchContext) -> BenchReport:
     minutes = {"setup and decode speed": (t_quality - t_start) / 60}
     quality_threads = int(ctx.options.get("quality_threads", os.cpu_count() or 1))
     torch.set_num_threads(quality_threads)
-    long_text = "shakespeare-val"
+    long_text = quality.LONG_TEXT
     long_windows = int(ctx.options.get("long_windows", 3))
-    long_w = quality.windows(s.texts[long_text], long_windows, s.ppl_long, seed=1)
-    short_w = torch.stack([quality.windows(t, 1, s.ppl_short, seed=2)[0] for t in s.texts.values()])
+    long_w = quality.long_windows(s.texts, long_windows, s.ppl_long)
+    short_w = quality.short_windows(s.texts, s.ppl_short)
     items = []
     for i, (name, text) in enumerate(s.raw_texts.items()):
         if name != "sharegpt-val":

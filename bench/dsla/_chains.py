@@ -31,8 +31,6 @@ from tether.cloud.dsla.cli import chains_root
 from tether.cloud.lm import Transformer, load_checkpoint
 from tether.settings import settings
 
-LONG_TEXT = "shakespeare-val"
-
 
 def score(model: Transformer, long_w: torch.Tensor, short_w: torch.Tensor, teacher=None) -> dict:
     """Perplexities (8K windows, 2K windows) and, given the teacher's top-1 tokens, the agreement."""
@@ -52,8 +50,8 @@ def main() -> None:
     ckpt = load_checkpoint()
     held = corpus.heldout_texts(ckpt.tokenizer)
     texts = {k: corpus.tokens(ckpt.tokenizer, k, f) for k, f in held.items()}
-    long_w = quality.windows(texts[LONG_TEXT], 3, 8192, seed=1)
-    short_w = torch.stack([quality.windows(t, 1, 2048, seed=2)[0] for t in texts.values()])
+    long_w = quality.long_windows(texts, 3, 8192)
+    short_w = quality.short_windows(texts, 2048)
     chains = {name: Chain.open(chains_root() / name) for name in args.chains}
     for name, chain in chains.items():
         chain.check_teacher(ckpt.name)

@@ -21,7 +21,18 @@ import torch.nn.functional as F
 from tether.cloud.lm import Tokenizer, Transformer
 from tether.cloud.lm.attention import rope_tables
 
-__all__ = ["ClozeItem", "cloze_accuracy", "cloze_items", "score_windows", "windows"]
+__all__ = [
+    "LONG_TEXT",
+    "ClozeItem",
+    "cloze_accuracy",
+    "cloze_items",
+    "long_windows",
+    "score_windows",
+    "short_windows",
+    "windows",
+]
+
+LONG_TEXT = "shakespeare-val"  # the held-out text long enough for 8K windows
 
 
 def windows(tokens: np.ndarray, n: int, T: int, seed: int) -> torch.Tensor:
@@ -32,6 +43,16 @@ def windows(tokens: np.ndarray, n: int, T: int, seed: int) -> torch.Tensor:
     span = (len(tokens) - T) // n
     starts = [i * span + int(rng.integers(0, max(span - T, 1))) if span > T else i * span for i in range(n)]
     return torch.from_numpy(np.stack([tokens[s : s + T] for s in starts]).astype(np.int64))
+
+
+def long_windows(texts: dict[str, np.ndarray], n: int, T: int) -> torch.Tensor:
+    """The benchmark's long windows: n windows of T tokens of LONG_TEXT (seed 1)."""
+    return windows(texts[LONG_TEXT], n, T, seed=1)
+
+
+def short_windows(texts: dict[str, np.ndarray], T: int) -> torch.Tensor:
+    """The benchmark's short windows: one window of T tokens of each held-out text (seed 2)."""
+    return torch.stack([windows(t, 1, T, seed=2)[0] for t in texts.values()])
 
 
 @torch.no_grad()

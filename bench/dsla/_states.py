@@ -14,7 +14,8 @@ windows longer than it was trained on:
 Variants: `dsla`, `dsla+sep` (gate-separation loss 0.1), `gla` (one state) by default; `dsla+hist4`,
 `dsla+hist6`, `gla+hist4` start the first state's gate biases at 4 or 6, `dsla+rec2` and `dsla+rec4`
 the second state's at -2 or -4 (a short memory), `dsla+hist2+rec2` both, and `gla+short4` starts the one
-state of GLA with that short memory (GLA's second try, for a fair best-of-two against DSLA's) (`--variants`).
+state of GLA with that short memory (GLA's second try, for a fair best-of-two against DSLA's);
+`dsla+short4` starts both states of DSLA so, `dsla+short4+rec8` its recency state shorter still (`--variants`).
 `--seed` changes the training batches' draw and the new weights' initialisation, for a second try at the
 same start.
 
@@ -51,6 +52,8 @@ VARIANTS = {  # name: (states, gate separation, history bias, recency bias)
     "dsla+hist6": (2, 0.0, 6.0, 0.0),
     "gla+hist4": (1, 0.0, 4.0, 0.0),
     "gla+short4": (1, 0.0, -4.0, 0.0),
+    "dsla+short4": (2, 0.0, -4.0, -4.0),
+    "dsla+short4+rec8": (2, 0.0, -4.0, -8.0),
     "dsla+rec2": (2, 0.0, 0.0, -2.0),
     "dsla+rec4": (2, 0.0, 0.0, -4.0),
     "dsla+hist2+rec2": (2, 0.0, 2.0, -2.0),
