@@ -138,6 +138,16 @@ class DSLAttention(AttentionLayer):
         o, _ = gla.chunked(q, k, v, log_g, chunk=self.chunk)
         return F.linear(self._mix(o), self.wo)
 
+    def forward_dense_from(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: dict[str, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The chunked form started from the prefix's final states (`past["S"]`: (B or 1, n_states *
+        n_head, d, d)) instead of zeros."""
+        q, k, v, log_g = self._project(x, cos, sin)
+        S = None if past is None else past["S"].expand(x.shape[0], -1, -1, -1).contiguous()
+        o, S = gla.chunked(q, k, v, log_g, state=S, chunk=self.chunk)
+        return F.linear(self._mix(o), self.wo), {"S": S}
+
     def forward_naive(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

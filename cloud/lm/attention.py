@@ -114,6 +114,15 @@ class AttentionLayer(nn.Module, ABC):
     @abstractmethod
     def forward_step(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor: ...
 
+    def forward_dense_from(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: dict[str, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`forward_dense` continued after a prefix: `past` is what this call returned for the prefix
+        (batch 1, shared by every row of x, or batch B), None at the start; `cos`/`sin` are the
+        positions of x. Returns the output and the `past` of prefix and x together. Scoring several
+        continuations of one prefix this way runs the prefix once (no gradients needed)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot continue a dense forward from a prefix")
+
     def new_state(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__} keeps a {self.cache_kind.value} cache, not a state")
 
@@ -171,6 +180,28 @@ class SoftmaxAttention(AttentionLayer):
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
         )  # (B, n_head, T, hd)
         return F.linear(y.transpose(1, 2).reshape(B, T, -1), self.wo)
+
+    def forward_dense_from(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: dict[str, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Keys and values of the prefix (`past["k"]`, `past["v"]`: (B or 1, P, n_kv_head, hd)) in front of x's."""
+        B, T, _ = x.shape
+        q, k, v = self._qkv(x, cos, sin)
+        attend = None
+        if past is not None:
+            k = torch.cat((past["k"].expand(B, -1, -1, -1), k), 1)
+            v = torch.cat((past["v"].expand(B, -1, -1, -1), v), 1)
+            P = k.shape[1] - T
+            attend = torch.ones(T, P + T, dtype=torch.bool).tril(P)  # x's token i: the prefix and x[: i + 1]
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            attn_mask=attend,
+            is_causal=attend is None,
+            enable_gqa=True,
+        )
+        return F.linear(y.transpose(1, 2).reshape(B, T, -1), self.wo), {"k": k, "v": v}
 
     def forward_step(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
         n = x.shape[0]
@@ -241,6 +272,11 @@ class AttentionSlot(nn.Module):
 
     def forward_dense(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         return self.impls[self.active].forward_dense(x, cos, sin)
+
+    def forward_dense_from(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: dict[str, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.impls[self.active].forward_dense_from(x, cos, sin, past)
 
     def forward_step(self, x: torch.Tensor, step: StepBatch) -> torch.Tensor:
         side = step.side_writes.get(self.layer)

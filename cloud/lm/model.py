@@ -12,6 +12,8 @@ whose kinds are swappable per layer (attention.py). Two ways to run it:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,7 +24,7 @@ from tether.cloud.lm.batch import StepBatch
 from tether.cloud.lm.checkpoint import Checkpoint, CheckpointError
 from tether.cloud.lm.config import ModelConfig
 
-__all__ = ["MLP", "Block", "RMSNorm", "Transformer"]
+__all__ = ["MLP", "Block", "Past", "RMSNorm", "Transformer"]
 
 
 class RMSNorm(nn.Module):
@@ -62,9 +64,25 @@ class Block(nn.Module):
         x = x + self.attn.forward_dense(self.attn_norm(x), cos, sin)
         return x + self.mlp(self.mlp_norm(x))
 
+    def forward_from(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: dict[str, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        y, past = self.attn.forward_dense_from(self.attn_norm(x), cos, sin, past)
+        x = x + y
+        return x + self.mlp(self.mlp_norm(x)), past
+
     def forward_step(self, x: torch.Tensor, step: StepBatch) -> torch.Tensor:
         x = x + self.attn.forward_step(self.attn_norm(x), step)
         return x + self.mlp(self.mlp_norm(x))
+
+
+@dataclass
+class Past:
+    """What `Transformer.forward_from` carries from a prefix: its length and, per layer, the
+    active kind's `forward_dense_from` past (keys and values, or linear states)."""
+
+    length: int
+    layers: list[dict[str, torch.Tensor]]
 
 
 class Transformer(nn.Module):
@@ -147,6 +165,21 @@ class Transformer(nn.Module):
         hidden.append(x)
         logits = F.linear(x, self.output_weight)
         return (logits, hidden) if return_hidden else logits
+
+    def forward_from(self, tokens: torch.Tensor, past: Past | None = None) -> tuple[torch.Tensor, Past]:
+        """tokens (B, T) continuing a prefix -> (the final normed hidden state (B, T, n_embd), the
+        `Past` of prefix and tokens together). `past` is what an earlier call returned (batch 1 is
+        shared by every row); None starts at position 0. For scoring several continuations of one
+        prefix (multiple-choice items) with the prefix run once; `forward` for whole sequences."""
+        start = 0 if past is None else past.length
+        T = tokens.shape[1]
+        cos, sin = rope_tables(torch.arange(start, start + T), self.inv_freq)
+        x = self.tok_emb(tokens)
+        layers = []
+        for j, block in enumerate(self.layers):
+            x, p = block.forward_from(x, cos, sin, None if past is None else past.layers[j])
+            layers.append(p)
+        return self.norm(x), Past(start + T, layers)
 
     def forward_step(self, step: StepBatch, *, packed_weights: bool = True) -> torch.Tensor:
         """One engine step -> logits (len(step.logit_rows), vocab) for the rows that sample.

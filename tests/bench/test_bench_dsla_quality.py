@@ -1,13 +1,17 @@
-"""The DSLA benchmark's quality figures against the model's own forward: perplexity and cloze choices."""
+"""The DSLA benchmark's quality figures against the model's own forward: perplexity and cloze choices
+(cloze runs each item's context once and continues it with every option)."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from tether.bench.dsla._quality import ClozeItem, cloze_accuracy, cloze_items, score_windows
+from tether.bench.dsla._quality import ClozeItem, cloze_accuracy, cloze_items, cloze_scores, score_windows
+from tether.cloud.dsla.chain import attach
+from tether.cloud.dsla.layer import kind_name
 from tether.cloud.lm import ModelConfig, Tokenizer, Transformer
 
 torch.set_num_threads(1)
@@ -37,17 +41,23 @@ def _reference_scores(model: Transformer, item: ClozeItem) -> list[float]:
     return scores
 
 
-def test_cloze_picks_the_option_the_model_finds_likeliest():
+@pytest.mark.parametrize("converted", [0, 1, 2])  # layer 0 converted to one or two linear states
+def test_cloze_scores_are_each_options_log_likelihood_after_the_context(converted: int):
     model = Transformer.random(TINY, seed=3)
+    if converted:
+        attach(model, n_states=converted)
+        model.slots[0].active = kind_name(converted)
     gen = torch.Generator().manual_seed(0)
-    for _ in range(6):
+    for _ in range(4):
         context = torch.randint(3, 259, (12,), generator=gen).tolist()
         # Options of different lengths, so padding must not enter a score.
         options = [torch.randint(3, 259, (int(n),), generator=gen).tolist() for n in (2, 5, 3, 4)]
-        ref = _reference_scores(model, ClozeItem(context, options, 0))
-        best, worst = max(range(4), key=ref.__getitem__), min(range(4), key=ref.__getitem__)
+        item = ClozeItem(context, options, 0)
+        ref = _reference_scores(model, item)
+        assert cloze_scores(model, item) == pytest.approx(ref, abs=1e-3)
+        best = max(range(4), key=ref.__getitem__)
         assert cloze_accuracy(model, [ClozeItem(context, options, best)]) == 1.0
-        assert cloze_accuracy(model, [ClozeItem(context, options, worst)]) == 0.0
+        assert cloze_accuracy(model, [ClozeItem(context, options, (best + 1) % 4)]) == 0.0
 
 
 @torch.no_grad()

@@ -135,3 +135,21 @@ def test_grouped_query_teacher_equals_its_expanded_multi_head_form() -> None:
         torch.testing.assert_close(
             mha.forward_dense(x, cos, sin), gqa.forward_dense(x, cos, sin), atol=1e-5, rtol=1e-5
         )
+
+
+@pytest.mark.parametrize("n_states", [1, 2])
+def test_continuations_of_a_shared_prefix_equal_the_whole_sequences(n_states: int) -> None:
+    # Layers 0 and 2 linear, layer 1 softmax: the prefix's states and keys carry into three continuations.
+    model = tiny_model(n_states=n_states)
+    for j in (0, 2):
+        model.slots[j].active = "dsla" if n_states == 2 else "gla"
+    gen = torch.Generator().manual_seed(5)
+    prefix = torch.randint(3, 259, (1, 37), generator=gen)
+    rest = torch.randint(3, 259, (3, 21), generator=gen)
+    with torch.no_grad():
+        _, past = model.forward_from(prefix)
+        h, after = model.forward_from(rest, past)
+        whole = model(torch.cat([prefix.expand(3, -1), rest], 1), return_hidden=True)[1][-1]
+    assert after.length == 58
+    torch.testing.assert_close(h, whole[:, 37:], atol=2e-4, rtol=1e-4)
+    assert not torch.allclose(h[0], h[1])  # the rows did continue differently

@@ -224,3 +224,15 @@ def test_run_loop_in_the_callers_thread_serves_requests_from_another(tiny) -> No
     submitter.join()
     assert [finished[i] for i in range(len(PROMPTS))] == expected
     _no_leak(engine)
+
+
+def test_a_dense_forward_continued_from_a_prefix_equals_the_whole_sequence(tiny) -> None:
+    model = tiny().model
+    gen = torch.Generator().manual_seed(2)
+    prefix = torch.randint(3, 259, (1, 30), generator=gen)
+    rest = torch.randint(3, 259, (2, 12), generator=gen)
+    with torch.no_grad():
+        _, past = model.forward_from(prefix)
+        h, _ = model.forward_from(rest, past)  # the one-row prefix shared by both rows
+        _, full = model(torch.cat([prefix.expand(2, -1), rest], 1), return_hidden=True)
+    torch.testing.assert_close(h, full[-1][:, 30:], atol=1e-4, rtol=1e-4)
