@@ -83,6 +83,9 @@ class AttentionLayer(nn.Module, ABC):
     - `forward_dense(x, cos, sin)`: full sequences with no cache, (B, T, n_embd) in and out,
       causal; for training, distillation and evaluation (`Transformer.forward`). May run
       with gradients.
+    - `forward_dense_from(x, cos, sin, past)`: the same, continuing a prefix whose `past` an
+      earlier call returned; for scoring several continuations of one prefix (optional: the
+      default raises NotImplementedError).
     - `forward_step(x, batch)`: once per engine step, under `torch.inference_mode`, with the
       rows (n, n_embd) of every sequence of the step that uses this kind at this layer.
       `batch` (an `AttentionBatch`) gives positions, RoPE tables, the segments (decode rows

@@ -3,9 +3,11 @@
 Llama (Touvron et al. 2023) = pre-norm transformer blocks with RMSNorm (Zhang & Sennrich
 2019), rotary embeddings (Su et al. 2021), grouped-query attention (Ainslie et al. 2023)
 and a SwiGLU feed-forward (Shazeer 2020). Each block's attention is an `AttentionSlot`
-whose kinds are swappable per layer (attention.py). Two ways to run it:
+whose kinds are swappable per layer (attention.py). Three ways to run it:
 
 - `forward(tokens)`: (B, T) -> logits (B, T, vocab), no cache; for training and evaluation.
+- `forward_from(tokens, past)`: the same, continuing a prefix run earlier (its keys and values,
+  or linear states, carried in `past`); for scoring several continuations of one prefix.
 - `forward_step(step)`: one engine step over the flattened tokens of many sequences with
   the paged cache (batch.py); logits only for the rows that need them.
 """
