@@ -14,8 +14,6 @@ from tether.cloud.dsla.chain import attach
 from tether.cloud.dsla.layer import kind_name
 from tether.cloud.lm import ModelConfig, Tokenizer, Transformer
 
-torch.set_num_threads(1)
-
 TINY = ModelConfig(
     vocab_size=259,
     n_layer=2,
