@@ -134,9 +134,7 @@ class DSLAttention(AttentionLayer):
 
     def forward_dense(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Chunked parallel form over whole sequences (B, T, n_embd); backpropagates."""
-        q, k, v, log_g = self._project(x, cos, sin)
-        o, _ = gla.chunked(q, k, v, log_g, chunk=self.chunk)
-        return F.linear(self._mix(o), self.wo)
+        return self.forward_dense_from(x, cos, sin, None)[0]
 
     def forward_dense_from(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: dict[str, torch.Tensor] | None

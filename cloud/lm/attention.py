@@ -177,19 +177,14 @@ class SoftmaxAttention(AttentionLayer):
         return qk[..., :h, :], qk[..., h:, :], v
 
     def forward_dense(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape
-        q, k, v = self._qkv(x, cos, sin)  # (B, T, heads, hd)
-        y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
-        )  # (B, n_head, T, hd)
-        return F.linear(y.transpose(1, 2).reshape(B, T, -1), self.wo)
+        return self.forward_dense_from(x, cos, sin, None)[0]  # causal over x alone
 
     def forward_dense_from(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: dict[str, torch.Tensor] | None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Keys and values of the prefix (`past["k"]`, `past["v"]`: (B or 1, P, n_kv_head, hd)) in front of x's."""
         B, T, _ = x.shape
-        q, k, v = self._qkv(x, cos, sin)
+        q, k, v = self._qkv(x, cos, sin)  # (B, T, heads, hd)
         attend = None
         if past is not None:
             k = torch.cat((past["k"].expand(B, -1, -1, -1), k), 1)
@@ -203,7 +198,7 @@ class SoftmaxAttention(AttentionLayer):
             attn_mask=attend,
             is_causal=attend is None,
             enable_gqa=True,
-        )
+        )  # (B, n_head, T, hd)
         return F.linear(y.transpose(1, 2).reshape(B, T, -1), self.wo), {"k": k, "v": v}
 
     def forward_step(self, x: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import TINY, tiny_model
 
 from tether.cloud.dsla import gla
-from tether.cloud.dsla.layer import DSLAttention
+from tether.cloud.dsla.layer import DSLAttention, kind_name
 from tether.cloud.lm import Transformer
 from tether.cloud.lm.attention import rope_tables
 
@@ -142,7 +142,7 @@ def test_continuations_of_a_shared_prefix_equal_the_whole_sequences(n_states: in
     # Layers 0 and 2 linear, layer 1 softmax: the prefix's states and keys carry into three continuations.
     model = tiny_model(n_states=n_states)
     for j in (0, 2):
-        model.slots[j].active = "dsla" if n_states == 2 else "gla"
+        model.slots[j].active = kind_name(n_states)
     gen = torch.Generator().manual_seed(5)
     prefix = torch.randint(3, 259, (1, 37), generator=gen)
     rest = torch.randint(3, 259, (3, 21), generator=gen)
