@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from tests_helpers import wait_for
 
 from tether.bus import (
     Node,
@@ -24,15 +25,6 @@ from tether.bus.parameters import from_parameter_value, to_parameter_value
 
 String = get_type("std_msgs/msg/String")
 Header = get_type("std_msgs/msg/Header")
-
-
-def wait_for(pred, timeout=10.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def spawn(bus, entry: str, *ros_args: str) -> subprocess.Popen:

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import zenoh
+from tests_helpers import wait_for
 
 from tether.bus import Node, QoSProfile, get_type, spin_in_background
 from tether.bus.context import default_context
@@ -57,13 +58,6 @@ def _collect(node: Node, got: list) -> None:
     node.create_subscription(Payload, "/big", on_msg, QoSProfile(depth=100))
 
 
-def _wait_for(pred, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not pred():
-        time.sleep(0.05)
-    return pred()
-
-
 def test_large_messages_cross_processes_through_shared_memory_intact(bus):
     count = 20
     env = {**bus.env, "TETHER_SHM_THRESHOLD": str(64 * 1024)}
@@ -82,7 +76,7 @@ def test_large_messages_cross_processes_through_shared_memory_intact(bus):
         out, _ = talker.communicate(timeout=60)
         assert talker.returncode == 0
         report = json.loads(out.strip().splitlines()[-1])
-        assert _wait_for(lambda: len(got) == count), f"{len(got)} of {count} messages arrived"
+        assert wait_for(lambda: len(got) == count), f"{len(got)} of {count} messages arrived"
     finally:
         if talker.poll() is None:
             talker.kill()
@@ -108,7 +102,7 @@ def test_a_full_pool_falls_back_to_bytes_and_loses_nothing(bus):
     try:
         _collect(node, got)
         pub = node.create_publisher(Payload, "/big", 50)
-        assert _wait_for(lambda: pub.get_subscription_count() > 0)
+        assert wait_for(lambda: pub.get_subscription_count() > 0)
         time.sleep(0.5)  # the holder's subscription reaches the router
         count = 10
         for i in range(count):
@@ -118,7 +112,7 @@ def test_a_full_pool_falls_back_to_bytes_and_loses_nothing(bus):
                     data=np.full(SIZE, i, np.uint8),
                 )
             )
-        assert _wait_for(lambda: len(got) == count and len(kept) == count), (len(got), len(kept))
+        assert wait_for(lambda: len(got) == count and len(kept) == count), (len(got), len(kept))
         shm = default_context().transport.shm
         assert shm.puts + shm.fallbacks == count
         assert 0 < shm.puts <= 3 and shm.fallbacks >= count - 3, (shm.puts, shm.fallbacks)

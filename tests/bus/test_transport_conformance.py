@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from tests_helpers import wait_for
 
 from tether.bus.qos import DurabilityPolicy, QoSProfile
 from tether.bus.transport._base import ServiceCallError, Transport
@@ -50,13 +51,6 @@ def pair(request, bus):
     b.close()
 
 
-def _wait(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not pred():
-        time.sleep(0.02)
-    return pred()
-
-
 def _cdr(text: str) -> bytes:
     from tether.bus.messages import get_type, serialize
 
@@ -73,7 +67,7 @@ def test_bytes_reach_every_subscriber_in_order(pair):
     sent = [_cdr(f"m{i}") for i in range(50)]
     for s in sent:
         pub.put(s, b"\x00" * 24)
-    assert _wait(lambda: len(got1) == 50 and len(got2) == 50)
+    assert wait_for(lambda: len(got1) == 50 and len(got2) == 50)
     assert got1 == sent and got2 == sent
 
 
@@ -86,7 +80,7 @@ def test_transient_local_history_for_late_subscriber(pair):
     time.sleep(0.3)
     got = []
     b.subscribe("/conf/latched", TYPE, qos, lambda p, att: got.append(p))
-    assert _wait(lambda: got == [_cdr("v1"), _cdr("v2")])
+    assert wait_for(lambda: got == [_cdr("v1"), _cdr("v2")])
 
 
 def test_service_round_trip_error_and_timeout(pair):
@@ -123,7 +117,7 @@ def test_presence_tokens_come_and_go(pair):
     a, b = pair
     key = "@tether/node/%conf%probe/1/x"
     token = a.declare_token(key)
-    assert _wait(lambda: key in b.query_tokens("@tether/node/**"))
+    assert wait_for(lambda: key in b.query_tokens("@tether/node/**"))
     token.close()
-    assert _wait(lambda: key not in b.query_tokens("@tether/node/**"))
+    assert wait_for(lambda: key not in b.query_tokens("@tether/node/**"))
     assert a.identity() != b.identity()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import TINY, tiny_model
+from dsla_tiny import TINY, tiny_model
 
 from tether.cloud.dsla.serve import DSLAServe
 from tether.cloud.lm import CacheExport, LLMEngine, SamplingParams

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, tiny_model
+from dsla_tiny import TINY, tiny_model
 
 from tether.cloud.dsla import gla
 from tether.cloud.dsla.layer import DSLAttention, kind_name

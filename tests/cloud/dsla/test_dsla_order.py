@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, TINY_DISTILL, random_tokens
+from dsla_tiny import TINY, TINY_DISTILL, random_tokens
 
 from tether.cloud.dsla.chain import Chain, ChainError
 from tether.cloud.dsla.distill import DistillConfig, Distiller

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import tiny_model
+from dsla_tiny import tiny_model
+from tests_helpers import wait_for
 
 from tether.bus import Node, get_srv_type, get_type, spin_in_background
 from tether.bus.parameters import to_parameter_value
@@ -106,15 +107,6 @@ def _set(caller: Node, name: str, value):
     return client.call(st.Request(parameters=[p(name=name, value=to_parameter_value(value))])).results[0]
 
 
-def _wait(pred, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_bus_knobs_reject_a_bad_level_with_the_range_and_manual_overrides_auto(bus, engines) -> None:
     model = tiny_model(seed=3)
     serve = DSLAServe(engines(model), order=[1, 2, 0], policy=CFG)
@@ -137,14 +129,14 @@ def test_bus_knobs_reject_a_bad_level_with_the_range_and_manual_overrides_auto(b
         assert serve.level == 0 and serve.mode == "auto"
         assert not _set(caller, "policy", "sometimes").successful
         assert _set(caller, "converted_layers", 2).successful
-        assert _wait(lambda: serve.level == 2)
+        assert wait_for(lambda: serve.level == 2)
         assert serve.mode == "manual" and node.get_parameter("policy").value == "manual"
         assert [s.active for s in model.slots] == ["softmax", "dsla", "dsla"]
         # Manual: the policy leaves the level alone however low the load is.
         time.sleep(3 * CFG.interval_s)
         assert serve.level == 2
         assert _set(caller, "policy", "auto").successful and serve.mode == "auto"
-        assert _wait(lambda: any(r.get("dsla.converted_layers") == 2 for r in reports))
+        assert wait_for(lambda: any(r.get("dsla.converted_layers") == 2 for r in reports))
         for name in ("dsla.cache_bytes", "lm.tokens_per_s", "lm.tpot.p50_ms", "dsla.folded"):
             assert name in reports[-1], name
     finally:

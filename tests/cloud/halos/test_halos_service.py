@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from tests_helpers import wait_for
 
 from tether.bus import Node, get_srv_type, get_type, spin_in_background
 from tether.bus.parameters import to_parameter_value
@@ -10,15 +10,6 @@ from tether.cloud.halos import ModelConfig, WorkerOptimConfig, WorkloadConfig
 from tether.cloud.halos.service import HalosNode
 
 TINY = WorkloadConfig(model=ModelConfig(seq_len=16, d_model=16, n_layer=1, n_head=2), val_windows=8)
-
-
-def _wait(pred, timeout=60.0) -> bool:  # liveness only: generous on a loaded machine
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _set(caller: Node, name: str, value):
@@ -50,7 +41,7 @@ def test_halos_node_publishes_telemetry_and_takes_knobs(bus) -> None:
         def all_servers_updated() -> bool:  # every region's server has applied a worker delta
             return bool(reports) and all(reports[-1].get(f"halos.server{r}.updates", 0) > 0 for r in range(4))
 
-        assert _wait(all_servers_updated), reports[-1:]
+        assert wait_for(all_servers_updated, timeout=60.0), reports[-1:]
         last = reports[-1]
         for r in range(4):  # the default 4-region topology
             assert f"halos.server{r}.staleness_mean" in last and f"halos.server{r}.train_loss" in last

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_lm import TINY
 
-from tether.cloud.lm import EngineConfig, LLMEngine, ModelConfig, Tokenizer, Transformer, load_checkpoint
-
-# 3 layers, grouped-query attention (4 query heads on 2 KV heads), the byte-level tokenizer's vocabulary.
-TINY = ModelConfig(
-    vocab_size=259,
-    n_layer=3,
-    n_embd=64,
-    n_head=4,
-    n_kv_head=2,
-    head_dim=16,
-    ffn_dim=128,
-    context_len=512,
-    tie_embeddings=False,
-)
+from tether.cloud.lm import EngineConfig, LLMEngine, Tokenizer, Transformer, load_checkpoint
 
 
 @pytest.fixture(autouse=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import httpx
 import pytest
+from tests_helpers import wait_for
 
 from tether.cloud.lm import EngineConfig, LLMEngine, SamplingParams, SchedulerConfig
 from tether.cloud.lm.server import ServerThread, create_app
@@ -17,15 +17,6 @@ CHAT = {
     "temperature": 0,
     "max_tokens": 12,
 }
-
-
-def _wait(pred, timeout=20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +130,8 @@ def test_client_disconnect_cancels_and_frees_blocks(served) -> None:
         assert next(lines).startswith("data: ")
         assert engine.cache.usage().kv_blocks_used > 0  # generating
     # leaving the block closed the connection mid-stream
-    assert _wait(lambda: engine.metrics.p_requests.labels(reason="abort")._value.get() == aborted + 1)
-    assert _wait(lambda: engine.cache.usage().kv_blocks_used == 0 and not engine.scheduler.has_work())
+    assert wait_for(lambda: engine.metrics.p_requests.labels(reason="abort")._value.get() == aborted + 1)
+    assert wait_for(lambda: engine.cache.usage().kv_blocks_used == 0 and not engine.scheduler.has_work())
 
 
 def test_overload_answers_429(smollm) -> None:
@@ -152,7 +143,7 @@ def test_overload_answers_429(smollm) -> None:
         body = {"prompt": "Hello", "max_tokens": 2, "temperature": 0}
         waiting = threading.Thread(target=lambda: first.update(r=client.post("/v1/completions", json=body)))
         waiting.start()
-        assert _wait(lambda: engine._outstanding == 1)
+        assert wait_for(lambda: engine._outstanding == 1)
         refused = client.post("/v1/completions", json=body)
         assert refused.status_code == 429 and refused.json()["error"]["type"] == "rate_limit_error"
         engine.start()

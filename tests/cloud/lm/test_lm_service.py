@@ -5,20 +5,12 @@ from __future__ import annotations
 import time
 
 import httpx
+from tests_helpers import wait_for
 
 from tether.bus import Node, get_srv_type, get_type, spin_in_background
 from tether.bus.parameters import to_parameter_value
 from tether.cloud.lm import LLMEngine, SamplingParams
 from tether.cloud.lm.service import LMNode
-
-
-def _wait(pred, timeout=15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _set(caller: Node, name: str, value):
@@ -50,7 +42,7 @@ def test_lm_node_publishes_telemetry_and_takes_knobs(bus, tiny) -> None:
             timeout=30,
         )
         assert reply.status_code == 200
-        assert _wait(lambda: any(r.get("lm.ttft.p50_ms", 0) > 0 for r in reports)), reports[-1:]
+        assert wait_for(lambda: any(r.get("lm.ttft.p50_ms", 0) > 0 for r in reports)), reports[-1:]
         last = reports[-1]
         for name in (
             "lm.tokens_per_s",
@@ -70,7 +62,7 @@ def test_lm_node_publishes_telemetry_and_takes_knobs(bus, tiny) -> None:
         # The scheduler reads the limits every step: at most 2 sequences run at once now.
         for i in range(4):
             engine.submit(f"prompt {i}", SamplingParams(temperature=0.0, max_tokens=400, ignore_eos=True))
-        assert _wait(lambda: engine.scheduler.num_running == 2)
+        assert wait_for(lambda: engine.scheduler.num_running == 2)
         seen = []
         for _ in range(10):
             seen.append(engine.scheduler.num_running)

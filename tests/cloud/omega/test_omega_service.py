@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import time
+from tests_helpers import wait_for
 
 from tether.bus import Node, get_srv_type, get_type, spin_in_background
 from tether.bus.parameters import to_parameter_value
 from tether.cloud.omega.plan import Exact, Selective
 from tether.cloud.omega.service import OmegaNode
-
-
-def _wait(pred, timeout=30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _set(caller: Node, name: str, value):
@@ -47,7 +38,11 @@ def test_omega_node_reports_latency_accuracy_and_takes_the_budget(bus, tiny_bund
         10,
     )
     try:
-        assert _wait(lambda: any(r.get("omega.requests", 0) >= 2 for r in reports)), reports[-1:]
+
+        def served_two() -> bool:
+            return any(r.get("omega.requests", 0) >= 2 for r in reports)
+
+        assert wait_for(served_two, timeout=30.0), reports[-1:]
         last = reports[-1]
         assert last["omega.latency.p99_ms"] >= last["omega.latency.p50_ms"] > 0
         assert 0.0 <= last["omega.accuracy"] <= 1.0
@@ -55,11 +50,12 @@ def test_omega_node_reports_latency_accuracy_and_takes_the_budget(bus, tiny_bund
 
         assert _set(caller, "recompute_budget", 1.0).successful
         assert node._method == Selective(1.0)
-        assert _wait(
+        assert wait_for(
             lambda: (
                 reports[-1].get("omega.recomputed_share") == 1.0
                 and reports[-1]["omega.recompute_budget"] == 1.0
-            )
+            ),
+            timeout=30.0,
         )
         assert not _set(caller, "recompute_budget", 1.5).successful  # above the declared maximum
         assert node._method == Selective(1.0)

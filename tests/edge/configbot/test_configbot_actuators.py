@@ -8,7 +8,7 @@ import os
 import time
 
 import pytest
-from conftest import wait_for
+from tests_helpers import wait_for
 
 from tether.edge.configbot.actuators import (
     ActuationError,

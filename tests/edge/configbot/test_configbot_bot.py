@@ -10,7 +10,7 @@ import threading
 
 import optuna
 import pytest
-from conftest import wait_for
+from tests_helpers import wait_for
 
 from tether.edge.cgroups import CgroupError, CgroupManager, detect_layout
 from tether.edge.configbot import BotOptions, ConfigBot, load_spec

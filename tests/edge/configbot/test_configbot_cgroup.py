@@ -13,7 +13,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import wait_for
+from tests_helpers import wait_for
 
 from tether.edge.cgroups import CgroupError, CgroupManager, detect_layout
 
