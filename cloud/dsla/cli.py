@@ -94,7 +94,9 @@ def distill(
     gate_separation: float = typer.Option(
         0.0, min=0.0, help="Weight of the loss that pushes the two states' gates apart (DSLA only)."
     ),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(
+        0, help="Seed of the training batches and of the new gate weights: same seed, same chain."
+    ),
     threads: int = typer.Option(
         2,
         min=1,

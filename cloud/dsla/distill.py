@@ -236,6 +236,9 @@ class Distiller:
             raise RuntimeError("DistillConfig.device is CUDA, but torch sees no GPU here; use device='cpu'")
         for p in model.parameters():
             p.requires_grad_(False)
+        # The second state's gate rows start at nn.Linear's random init: seeded, so that a chain (and a
+        # resumed one) is the same for the same seed.
+        torch.manual_seed(cfg.seed)
         self.impls = attach(model, cfg.n_states, cfg.chunk)
         for slot in model.slots:  # the chain alone decides which layers are converted
             slot.active = "softmax"

@@ -195,3 +195,25 @@ def test_recency_bias_starts_the_second_state_with_a_short_memory(tmp_path) -> N
     assert float(forget[1]) > 3.0 * float(forget[0]), forget
     with pytest.raises(ValueError, match="recency_bias=0"):
         DistillConfig(n_states=1, recency_bias=-2.0)
+
+
+def test_the_seed_makes_a_chain_reproducible(tmp_path) -> None:
+    """Same seed, same chain (batches and the second state's randomly initialised gate rows alike),
+    whatever torch's global generator did before; another seed, another chain."""
+
+    def first_layer(name: str, seed: int) -> dict[str, torch.Tensor]:
+        teacher = Transformer.random(TINY, seed=0)
+        chain = Chain.create(
+            tmp_path / name, teacher="tiny", n_layer=3, n_states=2, order=[1, 0, 2], entropy=[0.0] * 3, settings={}
+        )  # fmt: skip
+        cfg = DistillConfig(**{**CFG.__dict__, "max_layers": 1, "seed": seed})
+        torch.rand(int(torch.randint(1, 100, ()).item()))  # the global generator left somewhere else
+        Distiller(teacher, chain, cfg, _tokens(2), _tokens(3), log=lambda _: None).run()
+        model = Transformer.random(TINY, seed=0)
+        Chain.open(tmp_path / name).load_into(model)
+        return {k: v.clone() for k, v in model.slots[1].impl("dsla").state_dict().items()}
+
+    a, b, c = first_layer("a", 0), first_layer("b", 0), first_layer("c", 1)
+    for name, p in a.items():
+        torch.testing.assert_close(p, b[name], rtol=0, atol=0)
+    assert not torch.equal(a["wg"], c["wg"])
