@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tether.cloud.dsla.layer import DSLAttention, kind_name
-from tether.cloud.dsla.sensitivity import measured_order
+from tether.cloud.dsla.sensitivity import leading_order, measured_order
 from tether.cloud.lm.model import Transformer
 
 __all__ = ["Chain", "ChainError", "ChainStep", "attach"]
@@ -191,6 +191,28 @@ class Chain:
         self.manifest["steps"].append(asdict(step))
         self._write()
         (self.folder / "partial.pt").unlink(missing_ok=True)
+
+    def reorder(self, first: list[int]) -> bool:
+        """Convert `first` next, then the rest by the chain's entropies: the layers not yet converted
+        change their order; those converted must be where `first` puts them (it begins with them, or
+        is a prefix of them). Returns whether the order changed. A partial step of a layer that is no
+        longer next stays on disk until the next partial step replaces it, and is not resumed."""
+        done = self.converted
+        k = min(len(first), len(done))
+        if list(first[:k]) != done[:k]:
+            raise ChainError(
+                f"the order {list(first)} disagrees with the layers {self.folder} has converted, {done}: "
+                "converted layers keep their places; give an order that begins with them, or start the "
+                "chain again (--fresh)"
+            )
+        if len(first) <= len(done):
+            return False
+        new = leading_order(first, list(self.manifest["entropy"]))
+        if new == self.order:
+            return False
+        self.manifest["order"] = new
+        self._write()
+        return True
 
     def set_measured_order(self, costs: dict[int, float], how: dict[str, Any]) -> list[int]:
         """Record each converted layer's measured cost and the serving order they give; returns it.

@@ -115,7 +115,8 @@ def distill(
         None,
         "--order",
         help="Convert these layers first, in this order (comma-separated, e.g. a serving order that "
-        "`tether dsla order` measured on an earlier chain), then the rest in sensitivity order.",
+        "`tether dsla order` measured on an earlier chain), then the rest in sensitivity order. On a "
+        "resume it reorders the layers not yet converted; it must begin with those converted.",
     ),
     steps_from: Optional[str] = typer.Option(
         None, help="Train each layer exactly as many steps as this chain did (an ablation at equal effort)."
@@ -181,11 +182,13 @@ def distill(
     if Chain.exists(folder):
         chain = Chain.open(folder)
         chain.check_teacher(ckpt.name)
-        if first and chain.order[: len(first)] != first:
-            raise typer.BadParameter(
-                f"--order {order}: the chain in {folder} was made with the order {chain.order}; "
-                "leave --order out to resume it, or add --fresh to start it again in the new order"
-            )
+        if first:
+            try:
+                before_order = chain.order
+                if chain.reorder(first):
+                    log(f"order of the layers not yet converted changed: {before_order} -> {chain.order}")
+            except ValueError as e:  # ChainError too: the order disagrees with the converted layers
+                raise typer.BadParameter(f"--order {order}: {e}") from None
         log(f"resuming: {chain.num_converted} of {len(chain.order)} layers converted")
     else:
         import numpy as np

@@ -102,22 +102,41 @@ def test_a_given_order_leads_and_the_rest_follow_by_entropy_and_bad_lists_are_re
         leading_order([3, 1, 3], entropy)
 
 
-def test_distill_refuses_an_order_other_than_the_chain_it_resumes(tmp_path, monkeypatch) -> None:
-    # The real embedded model and CLI; the chain folder exists already, so nothing trains.
+def test_reorder_changes_only_the_layers_not_yet_converted(tmp_path) -> None:
+    _, chain = _chain(tmp_path, max_layers=1)  # order [2, 0, 1], layer 2 converted
+    assert chain.reorder([2]) is False and chain.reorder([2, 0]) is False  # the order it has
+    assert chain.reorder([2, 1]) is True
+    assert chain.order == [2, 1, 0] and Chain.open(chain.folder).order == [2, 1, 0]  # written
+    with pytest.raises(ChainError, match=r"disagrees with the layers .* has converted, \[2\]"):
+        chain.reorder([1, 2])
+    assert chain.order == [2, 1, 0] and chain.converted == [2]
+
+
+def test_distill_resumes_in_a_new_order_only_where_it_keeps_the_converted_layers(
+    tmp_path, monkeypatch
+) -> None:
+    # The real embedded model and CLI; the chain has one converted layer and --max-layers 1, so nothing trains.
     from typer.testing import CliRunner
 
     from tether import settings as settings_mod
+    from tether.cloud.dsla.chain import ChainStep, attach
     from tether.cloud.dsla.cli import app
     from tether.cloud.lm import load_checkpoint
 
     monkeypatch.setenv("TETHER_ARTEFACTS", str(tmp_path / "artefacts"))
     monkeypatch.setattr(settings_mod, "_current", None)
-    teacher = load_checkpoint().name
+    ckpt = load_checkpoint()
     folder = settings_mod.settings().artefact_dir("dsla", "chains") / "mine"
-    order = list(range(30))
-    Chain.create(
-        folder, teacher=teacher, n_layer=30, n_states=2, order=order, entropy=[0.0] * 30, settings={}
+    chain = Chain.create(
+        folder,
+        teacher=ckpt.name,
+        n_layer=30,
+        n_states=2,
+        order=list(range(30)),
+        entropy=[0.0] * 30,
+        settings={},
     )
+    chain.add_step(0, attach(Transformer.from_checkpoint(ckpt))[0], ChainStep(0, 0, 0, 0.0))
     tokens = tmp_path / "t.npz"
     np.savez(
         tokens, train=np.arange(5000, dtype=np.uint16), val=np.arange(600, dtype=np.uint16), sources=["x"]
@@ -127,7 +146,12 @@ def test_distill_refuses_an_order_other_than_the_chain_it_resumes(tmp_path, monk
     args += ["--e2e-batch-size", "1"]
 
     refused = CliRunner().invoke(app, [*args, "--order", "5,3"])
-    assert refused.exit_code != 0 and "made with the order" in refused.output
-    assert "--fresh" in refused.output and Chain.open(folder).num_converted == 0
+    assert refused.exit_code != 0 and "has converted, [0]" in refused.output and "--fresh" in refused.output
+    assert Chain.open(folder).order == list(range(30))
+    resumed = CliRunner().invoke(app, [*args, "--order", "0,5,3"])
+    assert resumed.exit_code == 0, resumed.output
+    after = Chain.open(folder)
+    assert after.order[:3] == [0, 5, 3] and sorted(after.order) == list(range(30))
+    assert after.converted == [0]
     both = CliRunner().invoke(app, [*args, "--order", "0,1", "--order-from", "other"])
     assert both.exit_code != 0 and "give one of them" in both.output
