@@ -32,9 +32,12 @@ not change the speed, only the quality.
 Options: `--contexts=512,2048,8192`, `--long-windows=3` (8K windows of the original and the chosen
 level; one for every other variant), `--level=N` (the chosen level, instead of calibrating it),
 `--levels=8,15` (the other prefixes; default 25% and 50%, plus the chain's furthest),
-`--chain=<name>` (default: `<model>-dsla-gpu` if distilled, else `<model>-dsla`),
-`--ablation=<name>` (default: `<model>-gla-gpu<k>` for the lowest k >= the level, else `-gla-gpu`,
-else `-gla`), `--threads=N` (torch threads for the engines; default 1: on a machine shared with
+`--chain=<name>` (default: `<model>-dsla-gpu` if distilled, else `<model>-dsla`; one missing is
+distilled first with `tether dsla distill`'s defaults, about 110 minutes on 2 cores),
+`--ablation=<name>` (default: `<model>-gla-gpu<k>` or `-gla-cpu<k>` for the lowest k >= the level,
+else `-gla-gpu`, else `-gla`; with none of these, the single-state chain at the DSLA chain's steps,
+order and settings is distilled first as `-gla-cpu<level>`, or `-gla-gpu<level>` where the chain
+and this machine have a GPU), `--make=no` (refuse instead of distilling a missing chain), `--threads=N` (torch threads for the engines; default 1: on a machine shared with
 other work OpenMP's barriers stall 2 threads far more than they help: an 8K DSLA layer prefill
 took 6.5-8.9 s on 2 threads and 1.5-1.9 s on 1, under a load of 7), `--quality-threads=N` (torch
 threads for the quality windows' dense forwards; default every core).
@@ -85,6 +88,7 @@ class Setup:
     notes: list[str] = field(default_factory=list)
     abl_order: list[int] = field(default_factory=list)  # the chain order both ablation chains share
     teacher: str = ""  # the teacher's name, for the single-state chain's (full runs)
+    chain_name: str = ""  # the DSLA chain's folder name (full runs)
 
 
 def _full_setup(ctx: BenchContext) -> Setup:
@@ -96,12 +100,8 @@ def _full_setup(ctx: BenchContext) -> Setup:
     ckpt = load_checkpoint()
     name = ctx.options.get("chain") or preferred_chain(default_chain_name(ckpt.name, 2))
     folder = chains_root() / name
-    if not Chain.exists(folder):
-        raise SystemExit(
-            f"no distilled chain at {folder}: run `tether dsla distill` (about two hours on 2 cores), and for the "
-            f"ablation `tether dsla distill --states 1 --order-from {name} --steps-from {name} --max-layers 8`; "
-            "`tether bench dsla --quick` checks the benchmark on a tiny random model meanwhile"
-        )
+    if not Chain.exists(folder) or not Chain.open(folder).num_converted:
+        _make_chain(ctx, name)
     model = Transformer.from_checkpoint(ckpt)
     chain = Chain.open(folder)
     chain.check_teacher(ckpt.name)
@@ -136,32 +136,133 @@ def _full_setup(ctx: BenchContext) -> Setup:
         chosen=chosen,
         abl_order=chain.order,
         teacher=ckpt.name,
+        chain_name=name,
     )
+
+
+def _make_chain(ctx: BenchContext, name: str) -> None:
+    """Distil the missing DSLA chain `name` with `tether dsla distill`'s defaults, saying how long
+    that takes first (`--make=no` refuses instead, as a run with no chain did before)."""
+    from tether.cloud.dsla.cli import chains_root, make_chain
+    from tether.cloud.dsla.distill import DistillConfig
+
+    cfg = DistillConfig()
+    if ctx.options.get("make", "yes") == "no":
+        raise SystemExit(
+            f"no distilled chain at {chains_root() / name} and --make=no: run `tether dsla distill --name "
+            f"{name}` (about {cfg.budget_min:.0f} minutes on 2 cores); `tether bench dsla --quick` checks the "
+            "benchmark on a tiny random model meanwhile"
+        )
+    ctx.progress(
+        f"no distilled chain {name!r}: making it first, as `tether dsla distill --name {name}` would, in about "
+        f"{cfg.budget_min:.0f} minutes (its budget on 2 cores, planned for {cfg.target_fraction:.0%} of the "
+        f"layers; a GPU makes a better chain, see the README). Ctrl-C stops it; `tether dsla distill --name "
+        f"{name}` resumes it"
+    )
+    _keeping_threads(lambda: make_chain(cfg, name))
+
+
+def _keeping_threads(work) -> None:
+    """Run `work` (a distillation) and give torch back the thread count the engines set."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        work()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _ablation_candidates(ctx: BenchContext, s: Setup, gla_name: str) -> list[str]:
+    """Single-state chains to try, best first: `--ablation=<name>` alone where given; else those
+    made for a level (`<gla>-gpu<k>`, `<gla>-cpu<k>`, k >= the chosen level, lowest first), then
+    `<gla>-gpu`, then `<gla>`."""
+    from tether.cloud.dsla.chain import Chain
+    from tether.cloud.dsla.cli import chains_root
+
+    if ctx.options.get("ablation"):
+        return [ctx.options["ablation"]]
+    made_for = []
+    for tag in ("gpu", "cpu"):
+        for p in chains_root().glob(f"{gla_name}-{tag}*"):
+            k = p.name.removeprefix(f"{gla_name}-{tag}")
+            if k.isdigit() and int(k) >= s.chosen and Chain.exists(p):
+                made_for.append((int(k), tag != "gpu", p.name))
+    return [n for *_, n in sorted(made_for)] + [f"{gla_name}-gpu", gla_name]
+
+
+def _own_ablation_name(s: Setup, gla_name: str) -> str:
+    """The name the single-state chain made for the chosen level gets: `<gla>-gpu<k>` for a DSLA
+    chain distilled on a GPU, else `<gla>-cpu<k>`."""
+    from tether.cloud.dsla.chain import Chain
+    from tether.cloud.dsla.cli import chains_root
+
+    device = Chain.open(chains_root() / s.chain_name).manifest.get("settings", {}).get("device", "cpu")
+    return f"{gla_name}-{'gpu' if device.startswith('cuda') else 'cpu'}{s.chosen}"
+
+
+def _make_ablation(ctx: BenchContext, s: Setup, name: str) -> str | None:
+    """Distil (or resume) the single-state chain `name` at the DSLA chain's steps, order and
+    settings up to the chosen level, and return its name; None (with a note) where it cannot be
+    made here: `--make=no`, or a chain distilled on a GPU on a machine without one."""
+    import torch
+
+    from tether.cloud.dsla.chain import Chain
+    from tether.cloud.dsla.cli import chains_root, make_chain
+    from tether.cloud.dsla.distill import single_state_config
+
+    chain = Chain.open(chains_root() / s.chain_name)
+    cfg = single_state_config(chain.manifest.get("settings", {}), s.chosen)
+    gpu = cfg.device.startswith("cuda")
+    command = (
+        f"`tether dsla distill --states 1 --steps-from {s.chain_name} --order "
+        f"{','.join(map(str, s.abl_order))} --max-layers {s.chosen} --name {name}` with the chain's settings"
+    )
+    if ctx.options.get("make", "yes") == "no" or (gpu and not torch.cuda.is_available()):
+        why = "--make=no" if ctx.options.get("make") == "no" else f"{s.chain_name} was distilled on a GPU"
+        s.notes.append(
+            f"no single-state chain for level {s.chosen} ({why}): ablation rows skipped; make it with {command}"
+        )
+        return None
+    done = Chain.open(chains_root() / name).num_converted if Chain.exists(chains_root() / name) else 0
+    minutes = sum(st.seconds for st in chain.steps[done : s.chosen]) / 60
+    ctx.progress(
+        f"no single-state chain for level {s.chosen}: making {name!r} ({done} layers so far) at "
+        f"{s.chain_name}'s steps, order and settings, about {minutes:.0f} minutes (what those layers took "
+        "the DSLA chain). Ctrl-C stops it; the next run resumes it"
+    )
+    _keeping_threads(lambda: make_chain(cfg, name, order=list(s.abl_order), steps_from=s.chain_name))
+    return name
 
 
 def _load_ablation(ctx: BenchContext, s: Setup) -> None:
-    """Load the single-state chain made for the chosen level or the nearest above it
-    (`<model>-gla-gpu<k>`, k >= chosen; else the GPU or CPU one; `--ablation=<name>`), compared at
-    the chosen level or as far as it goes; none found leaves `s.ablation` 0 (no ablation rows)."""
+    """Load the single-state chain made for the chosen level or the nearest above it (see
+    `_ablation_candidates`; one made first where none fits), compared at the chosen level or as
+    far as it goes; none leaves `s.ablation` 0 (no ablation rows)."""
     from tether.cloud.dsla.chain import Chain
-    from tether.cloud.dsla.cli import chains_root, default_chain_name, preferred_chain
+    from tether.cloud.dsla.cli import chains_root, default_chain_name
 
     gla_name = default_chain_name(s.teacher, 1)
-    made_for = sorted(
-        int(p.name.removeprefix(f"{gla_name}-gpu"))
-        for p in chains_root().glob(f"{gla_name}-gpu*")
-        if p.name.removeprefix(f"{gla_name}-gpu").isdigit() and Chain.exists(p)
-    )
-    above = [k for k in made_for if k >= s.chosen]
-    folder = chains_root() / (
-        ctx.options.get("ablation") or (f"{gla_name}-gpu{above[0]}" if above else preferred_chain(gla_name))
-    )
-    if not Chain.exists(folder):
-        s.notes.append(f"no single-state chain at {folder}: ablation rows skipped")
-        return
-    abl = Chain.open(folder)
-    if abl.order[: abl.num_converted] != s.abl_order[: abl.num_converted]:
-        s.notes.append(f"ablation chain {folder} has another order: skipped")
+    abl = None
+    for name in _ablation_candidates(ctx, s, gla_name):
+        folder = chains_root() / name
+        if not Chain.exists(folder):
+            continue
+        candidate = Chain.open(folder)
+        if candidate.order[: candidate.num_converted] != s.abl_order[: candidate.num_converted]:
+            s.notes.append(f"single-state chain {folder} has another order: not used")
+            continue
+        abl = candidate
+        break
+    own = _own_ablation_name(s, gla_name)
+    short = abl is not None and folder.name == own and abl.num_converted < s.chosen  # stopped part way
+    if (abl is None or short) and not ctx.options.get("ablation"):
+        made = _make_ablation(ctx, s, own)
+        if made:
+            folder = chains_root() / made
+            abl = Chain.open(folder)
+    if abl is None:
+        s.notes.append("no single-state chain fits: ablation rows skipped")
         return
     abl.load_into(s.model, activate=False)
     s.ablation = min(abl.num_converted, s.chosen)

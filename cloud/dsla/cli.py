@@ -6,9 +6,13 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from tether.cloud.dsla.chain import Chain
+    from tether.cloud.dsla.distill import DistillConfig
 
 app = typer.Typer(
     name="dsla",
@@ -124,21 +128,12 @@ def distill(
 ) -> None:
     """Convert layers one at a time in sensitivity order, or one given with --order or --order-from
     (layer-local, then end to end); resumable."""
-    import shutil
-
-    import torch
-    from tqdm import tqdm
-
-    from tether.cloud.dsla.chain import Chain
-    from tether.cloud.dsla.distill import DistillConfig, Distiller, config_dict, sample_batches
-    from tether.cloud.dsla.sensitivity import last_row_entropy, leading_order, sensitivity_order
-    from tether.cloud.lm.checkpoint import load_checkpoint
-    from tether.cloud.lm.model import Transformer
+    from tether.cloud.dsla.chain import ChainError
+    from tether.cloud.dsla.distill import DistillConfig
 
     if order and order_from:
         raise typer.BadParameter("--order and --order-from both set the order; give one of them")
-    first = _layer_list(order) if order else []
-    torch.set_num_threads(threads)
+    first = _layer_list(order) if order else None
     cfg = DistillConfig(
         n_states=states,
         budget_min=budget_min,
@@ -169,10 +164,55 @@ def distill(
         precision=precision,
         save_dtype=save_dtype,
     )
+    try:
+        make_chain(
+            cfg,
+            name,
+            order=first,
+            order_from=order_from,
+            steps_from=steps_from,
+            tokens=tokens,
+            fresh=fresh,
+            threads=threads,
+        )
+    except ChainError as e:
+        raise typer.BadParameter(f"--order {order}: {e}" if order else str(e)) from None
+
+
+def make_chain(
+    cfg: DistillConfig,
+    name: str | None = None,
+    *,
+    order: list[int] | None = None,
+    order_from: str | None = None,
+    steps_from: str | None = None,
+    tokens: Path | None = None,
+    fresh: bool = False,
+    threads: int = 2,
+) -> Chain:
+    """Distil the chain `name` (default `<model>-dsla`, or `-gla` for one state) under the chains
+    folder with `cfg`, or resume it, with a progress bar per layer and a log line per step: what
+    `tether dsla distill` does. `order` converts those layers first (on a resume: the layers not
+    yet converted, see `Chain.reorder`), `order_from` takes another chain's order, `steps_from`
+    trains each layer as many steps as another chain did. Raises ChainError for an order that does
+    not fit the chain or the model."""
+    import shutil
+
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from tether.cloud.dsla.chain import Chain, ChainError
+    from tether.cloud.dsla.distill import Distiller, config_dict, sample_batches
+    from tether.cloud.dsla.sensitivity import last_row_entropy, leading_order, sensitivity_order
+    from tether.cloud.lm.checkpoint import load_checkpoint
+    from tether.cloud.lm.model import Transformer
+
+    torch.set_num_threads(threads)
     t0 = time.perf_counter()
     ckpt = load_checkpoint()
     model = Transformer.from_checkpoint(ckpt)
-    folder = chains_root() / (name or default_chain_name(ckpt.name, states))
+    folder = chains_root() / (name or default_chain_name(ckpt.name, cfg.n_states))
     if fresh and folder.exists():
         shutil.rmtree(folder)
     log = lambda msg: tqdm.write(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stdout)  # noqa: E731
@@ -182,17 +222,12 @@ def distill(
     if Chain.exists(folder):
         chain = Chain.open(folder)
         chain.check_teacher(ckpt.name)
-        if first:
-            try:
-                before_order = chain.order
-                if chain.reorder(first):
-                    log(f"order of the layers not yet converted changed: {before_order} -> {chain.order}")
-            except ValueError as e:  # ChainError too: the order disagrees with the converted layers
-                raise typer.BadParameter(f"--order {order}: {e}") from None
+        if order:
+            before = chain.order
+            if chain.reorder(order):
+                log(f"order of the layers not yet converted changed: {before} -> {chain.order}")
         log(f"resuming: {chain.num_converted} of {len(chain.order)} layers converted")
     else:
-        import numpy as np
-
         if order_from:
             source = Chain.open(chains_root() / order_from)
             source.check_teacher(ckpt.name)
@@ -200,15 +235,15 @@ def distill(
             log(f"order from {order_from}: {layers}")
         else:
             calib = sample_batches(
-                train, 1, cfg.calib_windows, cfg.calib_len, np.random.default_rng(seed + 100)
+                train, 1, cfg.calib_windows, cfg.calib_len, np.random.default_rng(cfg.seed + 100)
             )[0]
             entropy = last_row_entropy(model, calib)  # on the CPU: the model moves to the device later
-            if first:
+            if order:
                 try:
-                    layers = leading_order(first, entropy)
+                    layers = leading_order(order, entropy)
                 except ValueError as e:
-                    raise typer.BadParameter(f"--order {order}: {e}") from None
-                log(f"order: {first} as given, then the rest by sensitivity: {layers}")
+                    raise ChainError(str(e)) from None
+                log(f"order: {order} as given, then the rest by sensitivity: {layers}")
             else:
                 layers = sensitivity_order(entropy)
                 log(f"sensitivity order (lowest entropy first): {layers}")
@@ -217,12 +252,13 @@ def distill(
             folder,
             teacher=ckpt.name,
             n_layer=model.config.n_layer,
-            n_states=states,
+            n_states=cfg.n_states,
             order=layers,
             entropy=entropy,
             settings=settings,
         )
-    last = model.config.n_layer if max_layers == 0 else min(max_layers, model.config.n_layer)
+    n_layer = model.config.n_layer
+    last = n_layer if cfg.max_layers == 0 else min(cfg.max_layers, n_layer)
     bar = tqdm(
         total=last, initial=chain.num_converted, unit="layer", mininterval=5, file=sys.stderr, desc="distil"
     )
@@ -237,9 +273,10 @@ def distill(
         bar.update(1)
     bar.close()
     log(
-        f"done: {chain.num_converted} of {model.config.n_layer} layers converted "
+        f"done: {chain.num_converted} of {n_layer} layers converted "
         f"({chain.num_converted - before} in this run, {(time.perf_counter() - t0) / 60:.1f} min)"
     )
+    return chain
 
 
 def _layer_list(text: str) -> list[int]:

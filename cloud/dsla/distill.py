@@ -41,7 +41,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ from tether.cloud.dsla.chain import Chain, ChainStep, attach
 from tether.cloud.lm.attention import rope_tables
 from tether.cloud.lm.model import Transformer
 
-__all__ = ["Bank", "DistillConfig", "Distiller"]
+__all__ = ["Bank", "DistillConfig", "Distiller", "single_state_config"]
 
 
 @dataclass(frozen=True)
@@ -555,3 +555,22 @@ def _fmt(losses: list) -> str:
 
 def config_dict(cfg: DistillConfig) -> dict:
     return asdict(cfg)
+
+
+def single_state_config(settings: dict, layers: int) -> DistillConfig:
+    """The settings of the single-state chain that pairs with a DSLA chain at equal steps: the DSLA
+    chain's own (its manifest's `settings`), one state, neither the second state's start nor the
+    loss that separates two states' gates, `layers` layers, and a budget that never cuts the steps
+    that `--steps-from` copies."""
+    known = {f.name for f in fields(DistillConfig)}
+    kept = {k: v for k, v in settings.items() if k in known}
+    return DistillConfig(
+        **kept
+        | {
+            "n_states": 1,
+            "recency_bias": 0.0,
+            "gate_separation": 0.0,
+            "max_layers": layers,
+            "budget_min": 1e6,
+        }
+    )
