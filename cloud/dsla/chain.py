@@ -207,7 +207,10 @@ class Chain:
             )
         if len(first) <= len(done):
             return False
-        new = leading_order(first, list(self.manifest["entropy"]))
+        try:
+            new = leading_order(first, list(self.manifest["entropy"]))
+        except ValueError as e:
+            raise ChainError(f"the order {list(first)}: {e}") from None
         if new == self.order:
             return False
         self.manifest["order"] = new

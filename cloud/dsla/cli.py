@@ -176,7 +176,7 @@ def distill(
             threads=threads,
         )
     except ChainError as e:
-        raise typer.BadParameter(f"--order {order}: {e}" if order else str(e)) from None
+        raise typer.BadParameter(str(e)) from None
 
 
 def make_chain(
@@ -242,7 +242,7 @@ def make_chain(
                 try:
                     layers = leading_order(order, entropy)
                 except ValueError as e:
-                    raise ChainError(str(e)) from None
+                    raise ChainError(f"the order {order}: {e}") from None
                 log(f"order: {order} as given, then the rest by sensitivity: {layers}")
             else:
                 layers = sensitivity_order(entropy)

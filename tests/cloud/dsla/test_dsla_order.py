@@ -109,6 +109,8 @@ def test_reorder_changes_only_the_layers_not_yet_converted(tmp_path) -> None:
     assert chain.order == [2, 1, 0] and Chain.open(chain.folder).order == [2, 1, 0]  # written
     with pytest.raises(ChainError, match=r"disagrees with the layers .* has converted, \[2\]"):
         chain.reorder([1, 2])
+    with pytest.raises(ChainError, match=r"the order \[2, 1, 1\]: .*\[1\] repeat"):
+        chain.reorder([2, 1, 1])
     assert chain.order == [2, 1, 0] and chain.converted == [2]
 
 
