@@ -75,9 +75,28 @@ def chains(tmp_path, monkeypatch):
 def _setup(chosen: int) -> Setup:
     model = Transformer.random(TINY, seed=0)
     return Setup(
-        model, None, ORDER, "dsla", 2, 0, {}, {}, [], [], 1, 1, 1, 1, 1, 1, 1,
-        chosen=chosen, abl_order=ORDER, teacher="tiny", chain_name="tiny-dsla",
-    )  # fmt: skip
+        model=model,
+        tokenizer=None,
+        order=ORDER,
+        kind="dsla",
+        available=2,
+        ablation=0,
+        texts={},
+        raw_texts={},
+        contexts=[],
+        batches=[],
+        steps=1,
+        ppl_long=1,
+        ppl_short=1,
+        cloze_per_repeat=1,
+        load_prompts=1,
+        load_prompt_len=1,
+        load_max_tokens=1,
+        chosen=chosen,
+        abl_order=ORDER,
+        teacher="tiny",
+        chain_name="tiny-dsla",
+    )
 
 
 def _ctx(**options: str) -> BenchContext:
