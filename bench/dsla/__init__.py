@@ -37,7 +37,8 @@ distilled first with `tether dsla distill`'s defaults, about 110 minutes on 2 co
 `--ablation=<name>` (default: `<model>-gla-gpu<k>` or `-gla-cpu<k>` for the lowest k >= the level,
 else `-gla-gpu`, else `-gla`; with none of these, the single-state chain at the DSLA chain's steps,
 order and settings is distilled first as `-gla-cpu<level>`, or `-gla-gpu<level>` where the chain
-and this machine have a GPU), `--make=no` (refuse instead of distilling a missing chain), `--threads=N` (torch threads for the engines; default 1: on a machine shared with
+and this machine have a GPU), `--make=no` (refuse instead of distilling a missing chain),
+`--threads=N` (torch threads for the engines; default 1: on a machine shared with
 other work OpenMP's barriers stall 2 threads far more than they help: an 8K DSLA layer prefill
 took 6.5-8.9 s on 2 threads and 1.5-1.9 s on 1, under a load of 7), `--quality-threads=N` (torch
 threads for the quality windows' dense forwards; default every core).
@@ -52,10 +53,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tether.bench import BenchContext, BenchReport, Row, row
+
+if TYPE_CHECKING:
+    from tether.cloud.dsla.chain import Chain
+    from tether.cloud.dsla.distill import DistillConfig
 
 __all__ = ["level_for_speedup", "run"]
 
@@ -191,28 +197,16 @@ def _ablation_candidates(ctx: BenchContext, s: Setup, gla_name: str) -> list[str
     return [n for *_, n in sorted(made_for)] + [f"{gla_name}-gpu", gla_name]
 
 
-def _own_ablation_name(s: Setup, gla_name: str) -> str:
-    """The name the single-state chain made for the chosen level gets: `<gla>-gpu<k>` for a DSLA
-    chain distilled on a GPU, else `<gla>-cpu<k>`."""
-    from tether.cloud.dsla.chain import Chain
-    from tether.cloud.dsla.cli import chains_root
-
-    device = Chain.open(chains_root() / s.chain_name).manifest.get("settings", {}).get("device", "cpu")
-    return f"{gla_name}-{'gpu' if device.startswith('cuda') else 'cpu'}{s.chosen}"
-
-
-def _make_ablation(ctx: BenchContext, s: Setup, name: str) -> str | None:
-    """Distil (or resume) the single-state chain `name` at the DSLA chain's steps, order and
-    settings up to the chosen level, and return its name; None (with a note) where it cannot be
-    made here: `--make=no`, or a chain distilled on a GPU on a machine without one."""
+def _make_ablation(ctx: BenchContext, s: Setup, name: str, chain: Chain, cfg: DistillConfig) -> str | None:
+    """Distil (or resume) the single-state chain `name` with `cfg` (`single_state_config` of the DSLA
+    `chain`: its steps, order and settings up to the chosen level) and return its name; None (with a
+    note) where it cannot be made here: `--make=no`, or a chain distilled on a GPU on a machine
+    without one."""
     import torch
 
     from tether.cloud.dsla.chain import Chain
     from tether.cloud.dsla.cli import chains_root, make_chain
-    from tether.cloud.dsla.distill import single_state_config
 
-    chain = Chain.open(chains_root() / s.chain_name)
-    cfg = single_state_config(chain.manifest.get("settings", {}), s.chosen)
     gpu = cfg.device.startswith("cuda")
     command = (
         f"`tether dsla distill --states 1 --steps-from {s.chain_name} --order "
@@ -241,6 +235,7 @@ def _load_ablation(ctx: BenchContext, s: Setup) -> None:
     far as it goes; none leaves `s.ablation` 0 (no ablation rows)."""
     from tether.cloud.dsla.chain import Chain
     from tether.cloud.dsla.cli import chains_root, default_chain_name
+    from tether.cloud.dsla.distill import single_state_config
 
     gla_name = default_chain_name(s.teacher, 1)
     abl = None
@@ -254,10 +249,13 @@ def _load_ablation(ctx: BenchContext, s: Setup) -> None:
             continue
         abl = candidate
         break
-    own = _own_ablation_name(s, gla_name)
+    # The one made for the chosen level is named for where the DSLA chain was distilled.
+    source = Chain.open(chains_root() / s.chain_name)
+    cfg = single_state_config(source.manifest.get("settings", {}), s.chosen)
+    own = f"{gla_name}-{'gpu' if cfg.device.startswith('cuda') else 'cpu'}{s.chosen}"
     short = abl is not None and folder.name == own and abl.num_converted < s.chosen  # stopped part way
     if (abl is None or short) and not ctx.options.get("ablation"):
-        made = _make_ablation(ctx, s, own)
+        made = _make_ablation(ctx, s, own, source, cfg)
         if made:
             folder = chains_root() / made
             abl = Chain.open(folder)
