@@ -165,7 +165,7 @@ def _make_chain(ctx: BenchContext, name: str) -> None:
         f"layers; a GPU makes a better chain, see the README). Ctrl-C stops it; `tether dsla distill --name "
         f"{name}` resumes it"
     )
-    _keeping_threads(lambda: make_chain(cfg, name))
+    _keeping_threads(lambda: make_chain(cfg, name, given=()))  # an empty chain keeps its own settings
 
 
 def _keeping_threads(work) -> None:

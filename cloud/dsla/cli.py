@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -36,6 +36,7 @@ def default_chain_name(model_name: str, n_states: int) -> str:
 
 @app.command()
 def distill(
+    ctx: typer.Context,
     name: Optional[str] = typer.Option(
         None, help="Chain folder name under <artefacts>/dsla/chains (default: <model>-dsla)."
     ),
@@ -127,9 +128,18 @@ def distill(
     ),
 ) -> None:
     """Convert layers one at a time in sensitivity order, or one given with --order or --order-from
-    (layer-local, then end to end); resumable."""
+    (layer-local, then end to end); resumable: a resume keeps the chain's own settings, and refuses
+    an option given that differs from them (the budget, --max-layers, --target, --device,
+    --precision and --save-dtype may change from run to run)."""
     from tether.cloud.dsla.chain import ChainError
     from tether.cloud.dsla.distill import DistillConfig
+
+    field_of = {"states": "n_states", "target": "target_fraction"}
+    given = {
+        field_of.get(p, p)
+        for p in ctx.params
+        if getattr(ctx.get_parameter_source(p), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
+    }
 
     if order and order_from:
         raise typer.BadParameter("--order and --order-from both set the order; give one of them")
@@ -174,6 +184,7 @@ def distill(
             tokens=tokens,
             fresh=fresh,
             threads=threads,
+            given=given,
         )
     except ChainError as e:
         raise typer.BadParameter(str(e)) from None
@@ -189,21 +200,25 @@ def make_chain(
     tokens: Path | None = None,
     fresh: bool = False,
     threads: int = 2,
+    given: Collection[str] | None = None,
 ) -> Chain:
     """Distil the chain `name` (default `<model>-dsla`, or `-gla` for one state) under the chains
     folder with `cfg`, or resume it, with a progress bar per layer and a log line per step: what
     `tether dsla distill` does. `order` converts those layers first (on a resume: the layers not
     yet converted, see `Chain.reorder`), `order_from` takes another chain's order, `steps_from`
-    trains each layer as many steps as another chain did. Raises ChainError for an order that does
-    not fit the chain or the model."""
+    trains each layer as many steps as another chain did. A resume keeps the chain's own settings
+    for those of `cfg` outside `given` (the caller's choices; None: all) and RUN_SETTINGS. Raises
+    ChainError for an order that does not fit the chain or the model, or a chosen setting that
+    differs from the chain's."""
     import shutil
+    from dataclasses import asdict
 
     import numpy as np
     import torch
     from tqdm import tqdm
 
     from tether.cloud.dsla.chain import Chain, ChainError
-    from tether.cloud.dsla.distill import Distiller, config_dict, sample_batches
+    from tether.cloud.dsla.distill import Distiller, config_dict, resume_config, sample_batches
     from tether.cloud.dsla.sensitivity import last_row_entropy, leading_order, sensitivity_order
     from tether.cloud.lm.checkpoint import load_checkpoint
     from tether.cloud.lm.model import Transformer
@@ -222,6 +237,17 @@ def make_chain(
     if Chain.exists(folder):
         chain = Chain.open(folder)
         chain.check_teacher(ckpt.name)
+        try:
+            resumed = resume_config(cfg, chain.manifest.get("settings", {}), given)
+        except ValueError as e:
+            raise ChainError(
+                f"cannot resume {folder.name}: {e}; leave those options out to resume it with its own, "
+                "or give --fresh to start it over (or --name for a new chain)"
+            ) from None
+        taken = {k: v for k, v in asdict(resumed).items() if v != getattr(cfg, k)}
+        if taken:
+            log("the chain's own settings: " + ", ".join(f"{k}={v!r}" for k, v in taken.items()))
+        cfg = resumed
         if order:
             before = chain.order
             if chain.reorder(order):

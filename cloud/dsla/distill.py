@@ -40,8 +40,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ from tether.cloud.dsla.chain import Chain, ChainStep, attach
 from tether.cloud.lm.attention import rope_tables
 from tether.cloud.lm.model import Transformer
 
-__all__ = ["Bank", "DistillConfig", "Distiller", "single_state_config"]
+__all__ = ["RUN_SETTINGS", "Bank", "DistillConfig", "Distiller", "resume_config", "single_state_config"]
 
 
 @dataclass(frozen=True)
@@ -555,6 +555,34 @@ def _fmt(losses: list) -> str:
 
 def config_dict(cfg: DistillConfig) -> dict:
     return asdict(cfg)
+
+
+# What one run of the distiller may change on a chain it resumes: how long and where it runs, and
+# the float type of the step files it writes. Every other setting shapes the layers it trains.
+RUN_SETTINGS = frozenset({"budget_min", "target_fraction", "max_layers", "device", "precision", "save_dtype"})
+
+
+def resume_config(
+    cfg: DistillConfig, settings: Mapping, given: Collection[str] | None = None
+) -> DistillConfig:
+    """The settings to resume a chain with, whose manifest recorded `settings` when it was made:
+    `cfg` with every setting outside RUN_SETTINGS and `given` (the ones the caller chose; None: all
+    of them) taken from the chain, so that each layer of a chain is trained alike. A chosen setting
+    that differs from the chain's raises ValueError naming each one with both values. A setting the
+    chain did not record (made before it existed) keeps `cfg`'s value."""
+    known = {f.name for f in fields(DistillConfig)} - RUN_SETTINGS
+    chosen = known if given is None else known & set(given)
+    recorded = {k: settings[k] for k in known if k in settings}
+    clashes = [
+        f"{k}={recorded[k]!r} (this run: {getattr(cfg, k)!r})"
+        for k in sorted(chosen & recorded.keys())
+        if recorded[k] != getattr(cfg, k)
+    ]
+    if clashes:
+        raise ValueError(
+            "a chain keeps the settings it was made with, but it was made with " + ", ".join(clashes)
+        )
+    return replace(cfg, **{k: v for k, v in recorded.items() if k not in chosen})
 
 
 def single_state_config(settings: dict, layers: int) -> DistillConfig:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import torch
 from dsla_tiny import TINY, TINY_DISTILL, random_tokens
 
 from tether.cloud.dsla.chain import Chain, ChainError
-from tether.cloud.dsla.distill import DistillConfig, Distiller
+from tether.cloud.dsla.distill import DistillConfig, Distiller, config_dict, resume_config
 from tether.cloud.dsla.sensitivity import conversion_costs, leading_order, measured_order
 from tether.cloud.lm import Transformer
 
@@ -114,21 +116,17 @@ def test_reorder_changes_only_the_layers_not_yet_converted(tmp_path) -> None:
     assert chain.order == [2, 1, 0] and chain.converted == [2]
 
 
-def test_distill_resumes_in_a_new_order_only_where_it_keeps_the_converted_layers(
-    tmp_path, monkeypatch
-) -> None:
-    # The real embedded model and CLI; the chain has one converted layer and --max-layers 1, so nothing trains.
-    from typer.testing import CliRunner
-
+def _cli_chain(tmp_path, monkeypatch, name: str, settings: dict) -> tuple[Path, list[str]]:
+    """A chain of the real embedded model with one converted layer, in an artefacts folder of its
+    own, and `tether dsla distill` arguments that resume it with --max-layers 1, so nothing trains."""
     from tether import settings as settings_mod
     from tether.cloud.dsla.chain import ChainStep, attach
-    from tether.cloud.dsla.cli import app
     from tether.cloud.lm import load_checkpoint
 
     monkeypatch.setenv("TETHER_ARTEFACTS", str(tmp_path / "artefacts"))
     monkeypatch.setattr(settings_mod, "_current", None)
     ckpt = load_checkpoint()
-    folder = settings_mod.settings().artefact_dir("dsla", "chains") / "mine"
+    folder = settings_mod.settings().artefact_dir("dsla", "chains") / name
     chain = Chain.create(
         folder,
         teacher=ckpt.name,
@@ -136,14 +134,24 @@ def test_distill_resumes_in_a_new_order_only_where_it_keeps_the_converted_layers
         n_states=2,
         order=list(range(30)),
         entropy=[0.0] * 30,
-        settings={},
+        settings=settings,
     )
     chain.add_step(0, attach(Transformer.from_checkpoint(ckpt))[0], ChainStep(0, 0, 0, 0.0))
     tokens = tmp_path / "t.npz"
     np.savez(
         tokens, train=np.arange(5000, dtype=np.uint16), val=np.arange(600, dtype=np.uint16), sources=["x"]
     )
-    args = ["distill", "--name", "mine", "--tokens", str(tokens), "--max-layers", "1", "--threads", "1"]
+    return folder, ["distill", "--name", name, "--tokens", str(tokens), "--max-layers", "1", "--threads", "1"]
+
+
+def test_distill_resumes_in_a_new_order_only_where_it_keeps_the_converted_layers(
+    tmp_path, monkeypatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from tether.cloud.dsla.cli import app
+
+    folder, args = _cli_chain(tmp_path, monkeypatch, "mine", {})
     args += ["--budget-min", "0.01", "--bank-batches", "1", "--batch-size", "1", "--seq-len", "16"]
     args += ["--e2e-batch-size", "1"]
 
@@ -157,3 +165,50 @@ def test_distill_resumes_in_a_new_order_only_where_it_keeps_the_converted_layers
     assert after.converted == [0]
     both = CliRunner().invoke(app, [*args, "--order", "0,1", "--order-from", "other"])
     assert both.exit_code != 0 and "give one of them" in both.output
+
+
+def test_resume_config_keeps_the_chains_settings_and_names_each_clash() -> None:
+    made = config_dict(DistillConfig(seq_len=16, history_bias=-4.0, recency_bias=-8.0, seed=1))
+    made.pop("lr_min")  # a chain made before that setting existed did not record it
+    run = DistillConfig(lr_min=0.5, max_layers=20, device="cuda", precision="tf32", budget_min=30.0)
+    resumed = resume_config(run, made, given={"max_layers", "device"})
+    # Every setting that shapes the layers comes from the chain; the run's own ones stay.
+    assert (resumed.seq_len, resumed.history_bias, resumed.recency_bias, resumed.seed) == (16, -4.0, -8.0, 1)
+    assert (resumed.max_layers, resumed.device, resumed.precision, resumed.budget_min) == (
+        20,
+        "cuda",
+        "tf32",
+        30.0,
+    )
+    assert resumed.lr_min == 0.5  # not recorded: the run's value
+    # A setting the caller chose that differs from the chain's is refused, naming both values.
+    with pytest.raises(ValueError, match=r"n_states=2 \(this run: 1\), seq_len=16 \(this run: 256\)"):
+        resume_config(DistillConfig(n_states=1), made, given={"n_states", "seq_len", "budget_min"})
+    assert resume_config(DistillConfig(seq_len=16), made, given={"seq_len"}).recency_bias == -8.0
+    with pytest.raises(ValueError, match="seed=1 \\(this run: 0\\)"):
+        resume_config(
+            DistillConfig(seq_len=16, history_bias=-4.0, recency_bias=-8.0), made
+        )  # None: all chosen
+
+
+def test_distill_resumes_a_chain_with_its_own_settings_through_the_cli(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from tether.cloud.dsla.cli import app
+
+    made = DistillConfig(seq_len=16, batch_size=1, e2e_batch_size=1, bank_batches=1, recency_bias=-8.0)
+    folder, args = _cli_chain(tmp_path, monkeypatch, "short", config_dict(made))
+
+    # One state asked of a two-state chain: refused before anything changes, with the fix.
+    refused = CliRunner().invoke(app, [*args, "--states", "1", "--seq-len", "32"])
+    assert refused.exit_code != 0
+    said = " ".join(re.sub("[│╭╮╰╯─]", " ", refused.output).split())  # unwrapped from rich's error box
+    assert "made with n_states=2 (this run: 1), seq_len=16 (this run: 32)" in said and "--fresh" in said
+    assert Chain.open(folder).converted == [0]
+    # Options left out come from the chain (the defaults would be seq_len 256, batch 4, no recency start).
+    resumed = CliRunner().invoke(app, [*args, "--budget-min", "0.01", "--seq-len", "16"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "the chain's own settings:" in resumed.output
+    for setting in ("batch_size=1", "bank_batches=1", "recency_bias=-8.0"):
+        assert setting in resumed.output
+    assert "seq_len=16" not in resumed.output.split("the chain's own settings:")[1].splitlines()[0]
