@@ -173,22 +173,16 @@ def test_resume_config_keeps_the_chains_settings_and_names_each_clash() -> None:
     run = DistillConfig(lr_min=0.5, max_layers=20, device="cuda", precision="tf32", budget_min=30.0)
     resumed = resume_config(run, made, given={"max_layers", "device"})
     # Every setting that shapes the layers comes from the chain; the run's own ones stay.
-    assert (resumed.seq_len, resumed.history_bias, resumed.recency_bias, resumed.seed) == (16, -4.0, -8.0, 1)
-    assert (resumed.max_layers, resumed.device, resumed.precision, resumed.budget_min) == (
-        20,
-        "cuda",
-        "tf32",
-        30.0,
-    )
+    want = {"seq_len": 16, "history_bias": -4.0, "recency_bias": -8.0, "seed": 1}
+    want |= {"max_layers": 20, "device": "cuda", "precision": "tf32", "budget_min": 30.0}
+    assert {k: getattr(resumed, k) for k in want} == want
     assert resumed.lr_min == 0.5  # not recorded: the run's value
     # A setting the caller chose that differs from the chain's is refused, naming both values.
     with pytest.raises(ValueError, match=r"n_states=2 \(this run: 1\), seq_len=16 \(this run: 256\)"):
         resume_config(DistillConfig(n_states=1), made, given={"n_states", "seq_len", "budget_min"})
     assert resume_config(DistillConfig(seq_len=16), made, given={"seq_len"}).recency_bias == -8.0
-    with pytest.raises(ValueError, match="seed=1 \\(this run: 0\\)"):
-        resume_config(
-            DistillConfig(seq_len=16, history_bias=-4.0, recency_bias=-8.0), made
-        )  # None: all chosen
+    with pytest.raises(ValueError, match=r"seed=1 \(this run: 0\)"):  # given None: every setting chosen
+        resume_config(DistillConfig(seq_len=16, history_bias=-4.0, recency_bias=-8.0), made)
 
 
 def test_distill_resumes_a_chain_with_its_own_settings_through_the_cli(tmp_path, monkeypatch) -> None:
