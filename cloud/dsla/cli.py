@@ -211,7 +211,6 @@ def make_chain(
     ChainError for an order that does not fit the chain or the model, or a chosen setting that
     differs from the chain's."""
     import shutil
-    from dataclasses import asdict
 
     import numpy as np
     import torch
@@ -244,7 +243,7 @@ def make_chain(
                 f"cannot resume {folder.name}: {e}; leave those options out to resume it with its own, "
                 "or give --fresh to start it over (or --name for a new chain)"
             ) from None
-        taken = {k: v for k, v in asdict(resumed).items() if v != getattr(cfg, k)}
+        taken = {k: v for k, v in config_dict(resumed).items() if v != getattr(cfg, k)}
         if taken:
             log("the chain's own settings: " + ", ".join(f"{k}={v!r}" for k, v in taken.items()))
         cfg = resumed
