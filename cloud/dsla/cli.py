@@ -217,7 +217,13 @@ def make_chain(
     from tqdm import tqdm
 
     from tether.cloud.dsla.chain import Chain, ChainError
-    from tether.cloud.dsla.distill import Distiller, config_dict, resume_config, sample_batches
+    from tether.cloud.dsla.distill import (
+        Distiller,
+        check_resume_data,
+        config_dict,
+        resume_config,
+        sample_batches,
+    )
     from tether.cloud.dsla.sensitivity import last_row_entropy, leading_order, sensitivity_order
     from tether.cloud.lm.checkpoint import load_checkpoint
     from tether.cloud.lm.model import Transformer
@@ -236,8 +242,17 @@ def make_chain(
     if Chain.exists(folder):
         chain = Chain.open(folder)
         chain.check_teacher(ckpt.name)
+        made = chain.manifest.get("settings", {})
         try:
-            resumed = resume_config(cfg, chain.manifest.get("settings", {}), given)
+            check_resume_data(made, sources, len(train))
+        except ValueError as e:
+            raise ChainError(
+                f"cannot resume {folder.name}: {e}; resume it with the tokens it was made with (the same "
+                "--tokens file, or none to read the corpora), or give --fresh to start it over (or --name "
+                "for a new chain)"
+            ) from None
+        try:
+            resumed = resume_config(cfg, made, given)
         except ValueError as e:
             raise ChainError(
                 f"cannot resume {folder.name}: {e}; leave those options out to resume it with its own, "

@@ -40,7 +40,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
@@ -52,7 +52,15 @@ from tether.cloud.dsla.chain import Chain, ChainStep, attach
 from tether.cloud.lm.attention import rope_tables
 from tether.cloud.lm.model import Transformer
 
-__all__ = ["RUN_SETTINGS", "Bank", "DistillConfig", "Distiller", "resume_config", "single_state_config"]
+__all__ = [
+    "RUN_SETTINGS",
+    "Bank",
+    "DistillConfig",
+    "Distiller",
+    "check_resume_data",
+    "resume_config",
+    "single_state_config",
+]
 
 
 @dataclass(frozen=True)
@@ -583,6 +591,21 @@ def resume_config(
             "a chain keeps the settings it was made with, but it was made with " + ", ".join(clashes)
         )
     return replace(cfg, **{k: v for k, v in recorded.items() if k not in chosen})
+
+
+def check_resume_data(settings: Mapping, sources: Sequence[str], train_tokens: int) -> None:
+    """Raise ValueError when a chain whose manifest recorded `settings` was trained on other tokens
+    than a run that reads `train_tokens` training tokens from `sources`: each layer of a chain
+    learns from the same data. A chain that recorded neither (made before they were) passes."""
+    clashes = []
+    if "sources" in settings and list(settings["sources"]) != list(sources):
+        clashes.append(f"sources {list(settings['sources'])} (this run: {list(sources)})")
+    if "train_tokens" in settings and int(settings["train_tokens"]) != int(train_tokens):
+        clashes.append(f"{settings['train_tokens']} training tokens (this run: {train_tokens})")
+    if clashes:
+        raise ValueError(
+            "a chain keeps the tokens it was made with, but it was made with " + ", ".join(clashes)
+        )
 
 
 def single_state_config(settings: dict, layers: int) -> DistillConfig:

@@ -12,7 +12,7 @@ import torch
 from dsla_tiny import TINY, TINY_DISTILL, random_tokens
 
 from tether.cloud.dsla.chain import Chain, ChainError
-from tether.cloud.dsla.distill import DistillConfig, Distiller, config_dict, resume_config
+from tether.cloud.dsla.distill import DistillConfig, Distiller, check_resume_data, config_dict, resume_config
 from tether.cloud.dsla.sensitivity import conversion_costs, leading_order, measured_order
 from tether.cloud.lm import Transformer
 
@@ -191,7 +191,8 @@ def test_distill_resumes_a_chain_with_its_own_settings_through_the_cli(tmp_path,
     from tether.cloud.dsla.cli import app
 
     made = DistillConfig(seq_len=16, batch_size=1, e2e_batch_size=1, bank_batches=1, recency_bias=-8.0)
-    folder, args = _cli_chain(tmp_path, monkeypatch, "short", config_dict(made))
+    data = {"sources": ["x"], "train_tokens": 5000}  # what `_cli_chain`'s tokens file holds
+    folder, args = _cli_chain(tmp_path, monkeypatch, "short", config_dict(made) | data)
 
     # One state asked of a two-state chain: refused before anything changes, with the fix.
     refused = CliRunner().invoke(app, [*args, "--states", "1", "--seq-len", "32"])
@@ -206,3 +207,26 @@ def test_distill_resumes_a_chain_with_its_own_settings_through_the_cli(tmp_path,
     for setting in ("batch_size=1", "bank_batches=1", "recency_bias=-8.0"):
         assert setting in resumed.output
     assert "seq_len=16" not in resumed.output.split("the chain's own settings:")[1].splitlines()[0]
+    # Other tokens than the chain's are refused too, naming both, before anything changes.
+    other = tmp_path / "other.npz"
+    np.savez(
+        other, train=np.arange(4000, dtype=np.uint16), val=np.arange(600, dtype=np.uint16), sources=["y"]
+    )
+    at = args.index("--tokens") + 1
+    moved = CliRunner().invoke(app, [*args[:at], str(other), *args[at + 1 :], "--budget-min", "0.01"])
+    assert moved.exit_code != 0
+    said = " ".join(re.sub("[│╭╮╰╯─]", " ", moved.output).split())
+    assert "made with sources ['x'] (this run: ['y']), 5000 training tokens (this run: 4000)" in said
+    assert "--tokens" in said and Chain.open(folder).converted == [0]
+
+
+def test_check_resume_data_names_what_differs_and_passes_chains_that_recorded_none() -> None:
+    made = {"sources": ["shakespeare", "sharegpt"], "train_tokens": 100}
+    check_resume_data(made, ["shakespeare", "sharegpt"], 100)
+    check_resume_data({}, ["anything"], 7)  # made before the tokens were recorded
+    with pytest.raises(
+        ValueError, match=r"sources \['shakespeare', 'sharegpt'\] \(this run: \['sharegpt'\]\)$"
+    ):
+        check_resume_data(made, ["sharegpt"], 100)
+    with pytest.raises(ValueError, match=r"made with 100 training tokens \(this run: 99\)$"):
+        check_resume_data(made, ("shakespeare", "sharegpt"), 99)
