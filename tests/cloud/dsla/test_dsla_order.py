@@ -185,6 +185,11 @@ def test_resume_config_keeps_the_chains_settings_and_names_each_clash() -> None:
         resume_config(DistillConfig(seq_len=16, history_bias=-4.0, recency_bias=-8.0), made)
 
 
+def _unboxed(output: str) -> str:
+    """A command's output unwrapped from rich's error box, as one line."""
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", output).split())
+
+
 def test_distill_resumes_a_chain_with_its_own_settings_through_the_cli(tmp_path, monkeypatch) -> None:
     from typer.testing import CliRunner
 
@@ -197,7 +202,7 @@ def test_distill_resumes_a_chain_with_its_own_settings_through_the_cli(tmp_path,
     # One state asked of a two-state chain: refused before anything changes, with the fix.
     refused = CliRunner().invoke(app, [*args, "--states", "1", "--seq-len", "32"])
     assert refused.exit_code != 0
-    said = " ".join(re.sub("[│╭╮╰╯─]", " ", refused.output).split())  # unwrapped from rich's error box
+    said = _unboxed(refused.output)
     assert "made with n_states=2 (this run: 1), seq_len=16 (this run: 32)" in said and "--fresh" in said
     assert Chain.open(folder).converted == [0]
     # Options left out come from the chain (the defaults would be seq_len 256, batch 4, no recency start).
@@ -215,7 +220,7 @@ def test_distill_resumes_a_chain_with_its_own_settings_through_the_cli(tmp_path,
     at = args.index("--tokens") + 1
     moved = CliRunner().invoke(app, [*args[:at], str(other), *args[at + 1 :], "--budget-min", "0.01"])
     assert moved.exit_code != 0
-    said = " ".join(re.sub("[│╭╮╰╯─]", " ", moved.output).split())
+    said = _unboxed(moved.output)
     assert "made with sources ['x'] (this run: ['y']), 5000 training tokens (this run: 4000)" in said
     assert "--tokens" in said and Chain.open(folder).converted == [0]
 
