@@ -1,10 +1,16 @@
 """tether bench bus: throughput and latency of the Node API against raw zenoh-python, same bytes, same run.
 
 Two processes per measurement (publisher, subscriber, each in its own session as the launcher
-starts nodes) through a router hosted here on a free loopback port. Throughput counts messages received (and, for the Node API, deserialised into
-ROS 2 messages) per second from the first to the last; latency is send stamp to callback, with
-the publisher paced well below saturation. Targets (the Foundation issue): >= 50,000 msgs/s at
-1 KiB through the Node API; at most 25% throughput cost against raw Zenoh at 64 KiB and above.
+starts nodes) through a router hosted here on a free loopback port. Throughput counts messages
+received (and, for the Node API, deserialised into ROS 2 messages) per second from the first to
+the last; latency is send stamp to callback, with the publisher paced well below saturation.
+
+Where the time goes: each throughput run also reports the CPU microseconds per message of the
+publisher, the subscriber and the router (every thread of each process, Zenoh's included). Where
+the three processes saturate the cores (2 here), throughput is about cores / their sum.
+
+Targets (the Foundation issue): >= 50,000 msgs/s at 1 KiB through the Node API; at most 25%
+throughput cost against raw Zenoh at 64 KiB and above.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +36,9 @@ def _free_port() -> int:
 
 
 def _one(api: str, endpoint: str, size: int, count: int, rate: float) -> dict:
-    """Run one publisher/subscriber pair; returns the subscriber's JSON report."""
+    """Run one publisher/subscriber pair; returns the subscriber's JSON report, with the publisher's
+    CPU seconds (`pub_cpu_s`, over `pub_count` messages) and this process's (`router_cpu_s`: it hosts
+    the router, and does little else while the pair runs)."""
     worker = [sys.executable, "-m", "tether.bench.bus._worker"]
     timeout = 60.0 + count * size / 50e6
     sub = subprocess.Popen(
@@ -42,19 +51,38 @@ def _one(api: str, endpoint: str, size: int, count: int, rate: float) -> dict:
         line = sub.stdout.readline()
         if line.strip() != "ready":
             raise RuntimeError(f"bench subscriber did not start (said {line!r})")
+        cpu = time.process_time()
         pub = subprocess.run(
             [*worker, "pub", api, endpoint, str(size), str(count), str(rate)],
             timeout=timeout,
             check=True,
             start_new_session=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        del pub
         out, _ = sub.communicate(timeout=timeout)
-        return json.loads(out.strip().splitlines()[-1])
+        report = json.loads(out.strip().splitlines()[-1])
+        report["router_cpu_s"] = time.process_time() - cpu
+        sent = json.loads(pub.stdout.strip().splitlines()[-1])
+        report["pub_cpu_s"], report["pub_count"] = sent["cpu_s"], sent["count"]
+        return report
     finally:
         if sub.poll() is None:
             sub.kill()
             sub.wait()
+
+
+def _cpu_us(r: dict, hosted: bool) -> dict[str, float]:
+    """CPU microseconds per message of each process of one throughput run (the router's only when
+    this process hosts it)."""
+    got = max(r["count"], 1)
+    parts = {
+        "publisher": 1e6 * r["pub_cpu_s"] / max(r["pub_count"], 1),
+        "subscriber": 1e6 * r["cpu_s"] / got,
+    }
+    if hosted:
+        parts["router"] = 1e6 * r["router_cpu_s"] / got
+    return parts
 
 
 def run(ctx: BenchContext) -> BenchReport:
@@ -69,7 +97,7 @@ def run(ctx: BenchContext) -> BenchReport:
     endpoint = f"tcp/127.0.0.1:{_free_port()}"
     rows = []
     curves: dict[str, dict[str, float]] = {"node": {}, "raw": {}}
-    with Router([endpoint]):
+    with Router([endpoint]) as router:
         for label, size in sizes.items():
             # ~1.6 GB a run (capped at 100,000 messages): long enough (~0.5 s at 64 KiB) that start-up
             # and scheduler hiccups do not set the figure.
@@ -79,6 +107,7 @@ def run(ctx: BenchContext) -> BenchReport:
             tput: dict[str, list[float]] = {"node": [], "raw": []}
             p50: dict[str, list[float]] = {"node": [], "raw": []}
             p99: dict[str, list[float]] = {"node": [], "raw": []}
+            cpu: dict[str, list[dict[str, float]]] = {"node": [], "raw": []}
             for i in range(warmup + repeats):
                 for api in ("raw", "node"):
                     ctx.progress(f"{label} {api} run {i + 1}/{warmup + repeats}: {count} msgs")
@@ -87,6 +116,7 @@ def run(ctx: BenchContext) -> BenchReport:
                     if i < warmup:
                         continue
                     tput[api].append(r["count"] / r["seconds"] if r["seconds"] > 0 else 0.0)
+                    cpu[api].append(_cpu_us(r, router.hosted))
                     samples = np.asarray(lat["latency_ms"])
                     p50[api].append(float(np.percentile(samples, 50)) if samples.size else float("nan"))
                     p99[api].append(float(np.percentile(samples, 99)) if samples.size else float("nan"))
@@ -127,6 +157,22 @@ def run(ctx: BenchContext) -> BenchReport:
                         baseline_values=vals["raw"],
                     )
                 )
+            split = {
+                f"{api}_{part}_us": round(float(np.median([c[part] for c in cpu[api]])), 2)
+                for api in ("node", "raw")
+                for part in cpu[api][0]
+            }
+            rows.append(
+                row(
+                    f"cpu_per_message.{label}",
+                    [sum(c.values()) for c in cpu["node"]],
+                    "us",
+                    "lower",
+                    params={**params, **split},
+                    baseline="raw zenoh-python",
+                    baseline_values=[sum(c.values()) for c in cpu["raw"]],
+                )
+            )
             curves["node"][label] = float(np.median(tput["node"]))
             curves["raw"][label] = float(np.median(tput["raw"]))
 
@@ -156,6 +202,9 @@ def run(ctx: BenchContext) -> BenchReport:
         "bytes with no decoding. Publisher and subscriber each run in their own session, as the "
         "launcher starts nodes. Zenoh carries payloads above 3 KiB through shared memory for both; "
         "the Node API writes those of at least TETHER_SHM_THRESHOLD (128 KiB) once into its own "
-        "shared-memory pool, where raw's put of bytes copies them twice."
+        "shared-memory pool, where raw's put of bytes copies them twice.",
+        "cpu_per_message: CPU time of every thread of the publisher (over its sending loop), the "
+        "subscriber (first to last message) and the router (this process, while the pair runs), per "
+        "message, summed; the parts (medians) are in params.",
     ]
     return BenchReport(rows=rows, plot=plot, notes=notes)

@@ -3,7 +3,9 @@
 ROLE pub: send `count` messages of `size` bytes as fast as reliable delivery allows (or paced at
 `rate` Hz for latency), then a few end markers. ROLE sub: receive (and, for the Node API,
 deserialise) until the end marker, print one JSON line: received count, seconds from first to
-last message, latency samples in ms (send stamp to callback).
+last message, latency samples in ms (send stamp to callback), CPU seconds of the whole process (every
+thread, Zenoh's included) from first to last message. The publisher prints one JSON line too: CPU
+seconds of its process over its sending loop.
 API node: tether's Node API with tether_msgs/Payload; API raw: zenoh-python with the same CDR bytes.
 """
 
@@ -32,16 +34,19 @@ def _payload_msg(size: int):
 
 def run_sub(api: str, endpoint: str, duration: float) -> None:
     t_first = t_last = None
+    cpu_first = cpu_last = 0.0
     count = 0
     lat: list[float] = []
     done = False
 
     def seen(sent_ns: int) -> None:
-        nonlocal t_first, t_last, count
+        nonlocal t_first, t_last, count, cpu_first, cpu_last
         now = time.time_ns()
         if t_first is None:
             t_first = now
+            cpu_first = time.process_time()
         t_last = now
+        cpu_last = time.process_time()
         count += 1
         if sent_ns:
             lat.append((now - sent_ns) / 1e6)
@@ -101,7 +106,8 @@ def run_sub(api: str, endpoint: str, duration: float) -> None:
         node.destroy_node()
         shutdown()
     seconds = (t_last - t_first) / 1e9 if t_first is not None and t_last is not None else 0.0
-    print(json.dumps({"count": count, "seconds": seconds, "latency_ms": lat[-5000:]}), flush=True)
+    report = {"count": count, "seconds": seconds, "cpu_s": cpu_last - cpu_first, "latency_ms": lat[-5000:]}
+    print(json.dumps(report), flush=True)
 
 
 def run_pub(api: str, endpoint: str, size: int, count: int, rate: float) -> None:
@@ -122,6 +128,7 @@ def run_pub(api: str, endpoint: str, size: int, count: int, rate: float) -> None
         template = bytearray(serialize(msg, "tether_msgs/msg/Payload"))
         time.sleep(0.5)
         next_t = time.perf_counter()
+        cpu = time.process_time()
         for _ in range(count):
             ns = time.time_ns()
             struct.pack_into("<iI", template, 4, ns // 1_000_000_000, ns % 1_000_000_000)
@@ -129,12 +136,14 @@ def run_pub(api: str, endpoint: str, size: int, count: int, rate: float) -> None
             if period:
                 next_t += period
                 time.sleep(max(0.0, next_t - time.perf_counter()))
+        cpu = time.process_time() - cpu
         time.sleep(0.2)
         for _ in range(3):
             session.put("bench/ctl", END)
             time.sleep(0.1)
         pub.undeclare()
         session.close()
+        print(json.dumps({"count": count, "cpu_s": cpu}), flush=True)
         return
     from tether.bus import Node, QoSProfile, get_type, init, shutdown
     from tether.settings import override
@@ -148,6 +157,7 @@ def run_pub(api: str, endpoint: str, size: int, count: int, rate: float) -> None
     ctl = node.create_publisher(String, "/bench/ctl", 10)
     time.sleep(0.5)
     next_t = time.perf_counter()
+    cpu = time.process_time()
     for _ in range(count):
         ns = time.time_ns()
         msg.header.stamp = Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
@@ -155,12 +165,14 @@ def run_pub(api: str, endpoint: str, size: int, count: int, rate: float) -> None
         if period:
             next_t += period
             time.sleep(max(0.0, next_t - time.perf_counter()))
+    cpu = time.process_time() - cpu
     time.sleep(0.2)
     for _ in range(3):
         ctl.publish(String(data="end"))
         time.sleep(0.1)
     node.destroy_node()
     shutdown()
+    print(json.dumps({"count": count, "cpu_s": cpu}), flush=True)
 
 
 if __name__ == "__main__":
