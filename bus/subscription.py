@@ -4,10 +4,11 @@ Arrival (transport thread): oversized payloads are dropped and counted; sequence
 attachment count as dropped; the `rate_cap.<topic>` parameter withholds messages beyond the cap;
 the message joins a queue of at most `depth` (older ones are dropped and counted, ROS 2's
 KEEP_LAST). On the executor: decode (malformed payloads are dropped and counted), measure
-end-to-end latency from `header.stamp`, run the callback and time it. While the executor is idle
-and this subscription has nothing queued, a cheap callback (the last one took under
-INLINE_MAX_SECONDS) is delivered on the transport thread itself, under the executor's callback lock
-(see `Executor.enter_inline`): no hand-off between threads per message.
+end-to-end latency from `header.stamp` (on a busy topic, of a sample: `LatencyWindow.due`), run
+the callback and time it. While the executor is idle and this subscription has nothing queued, a
+cheap callback (the last one took under INLINE_MAX_SECONDS) is delivered on the transport thread
+itself, under the executor's callback lock (see `Executor.enter_inline`): no hand-off between
+threads per message.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ class Subscription:
                 except MessageError:
                     self.node.telemetry.malformed.value += 1
                     return
-            if self._has_header:
+            if self._has_header and self._e2e.due():
                 stamp = msg.header.stamp
                 sent_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
                 if sent_ns:

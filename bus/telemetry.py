@@ -8,6 +8,7 @@ Metric names (dotted; `<topic>` is the name as the node declared it, slashes as 
 | `rate.recv.<topic>`                | Hz   | messages delivered to this node's callback (after rate caps) |
 | `latency.callback.p50_ms/p95/p99`  | ms   | time inside this node's callbacks (all of them)              |
 | `latency.e2e.<topic>.p50_ms/p95/p99` | ms | receive time minus `header.stamp`, where messages carry one |
+|                                    |      | (above ~1,000 msgs/s, of a systematic sample: `LatencyWindow`) |
 | `cpu.percent`                      | %    | process CPU, 100 = one core                                  |
 | `mem.rss_mb`                       | MiB  | resident memory                                              |
 | `msgs.dropped`                     | 1    | lost in transport (sequence gaps) or to a full queue (total) |
@@ -49,10 +50,37 @@ class Counter:
 
 
 class LatencyWindow:
-    """Recent samples in milliseconds (bounded); percentiles per telemetry window."""
+    """Recent samples in milliseconds (bounded); percentiles per telemetry window.
 
-    def __init__(self, maxlen: int = 4096) -> None:
+    A per-message measurement asks `due()` first. Up to about SAMPLES_PER_S events a second every event
+    is measured; above that every `stride`-th, the stride set at each sample from the rate since the one
+    before (at most MAX_STRIDE, so a topic whose rate drops waits at most that many events for its next
+    sample, and is then measured at every event again). A busy topic pays for a sample, not for every
+    message; the samples spread over the whole telemetry window instead of being its last `maxlen`
+    events; and a systematic sample of a topic's messages leaves its percentiles unbiased.
+    """
+
+    SAMPLES_PER_S = 1000
+    MAX_STRIDE = 32
+
+    def __init__(self, maxlen: int = 4096, clock: Callable[[], float] = time.monotonic) -> None:
         self._samples: collections.deque[float] = collections.deque(maxlen=maxlen)
+        self.stride = 1
+        self._countdown = 1
+        self._clock = clock
+        self._last = clock()  # when the last sample was due
+
+    def due(self) -> bool:
+        """Whether this event is one to measure (call once per event; races only shift a sample)."""
+        self._countdown -= 1
+        if self._countdown > 0:
+            return False
+        now = self._clock()
+        rate = self.stride / max(now - self._last, 1e-9)  # events a second since the last sample
+        self._last = now
+        self.stride = min(max(int(rate / self.SAMPLES_PER_S), 1), self.MAX_STRIDE)
+        self._countdown = self.stride
+        return True
 
     def add(self, ms: float) -> None:
         self._samples.append(ms)
