@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import os
 import sys
 import threading
@@ -117,33 +119,71 @@ def topic_echo(
             pass
 
 
+class RateWindow:
+    """Arrival times of the last `size` messages, for `topic hz`'s reports (as `ros2 topic hz` computes them).
+
+    `add()` may be called from a delivery thread while another thread calls `report()`.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 2:
+            raise ValueError(f"the window must hold at least 2 messages, but got {size}")
+        self._times: collections.deque[float] = collections.deque(maxlen=size)
+        self._new = 0
+        self._lock = threading.Lock()
+
+    def add(self, t: float) -> None:
+        with self._lock:
+            self._times.append(t)
+            self._new += 1
+
+    def report(self) -> dict[str, float] | None:
+        """Rate and inter-arrival statistics over the window; None when no message came since the last."""
+        import numpy as np
+
+        with self._lock:
+            new, self._new = self._new, 0
+            times = np.fromiter(self._times, dtype=np.float64, count=len(self._times))
+        gaps = np.diff(times)
+        if not new or not gaps.size:
+            return None
+        return {
+            "rate": 1.0 / gaps.mean(),
+            "min": gaps.min(),
+            "max": gaps.max(),
+            "std": gaps.std(),
+            "window": times.size,
+        }
+
+
 @topic_app.command("hz")
 def topic_hz(
     topic: str,
     msg_type: Optional[str] = typer.Argument(None),
-    window: float = typer.Option(2.0, "--window", help="Seconds per report."),
-    duration: float = typer.Option(0.0, "--duration", help="Stop after S seconds (0 = never)."),
+    window: int = typer.Option(
+        10_000, "--window", "-w", min=2, help="Messages the rate is computed over (as ros2 topic hz)."
+    ),
+    duration: float = typer.Option(
+        0.0, "--duration", help="Stop after S seconds, one report a second (0 = until Ctrl-C)."
+    ),
 ) -> None:
-    """Average rate of a topic, from inter-arrival times."""
-    import numpy as np
-
-    stamps: list[float] = []
+    """Average rate of a topic from arrival times, reported each second ("no new messages" when none came)."""
+    rates = RateWindow(window)
     with cli_node() as node:
         tname = _topic_type(node, node.resolve_topic_name(topic), msg_type)
-        node.create_subscription(tname, topic, lambda data: stamps.append(time.monotonic()), 1000, raw=True)
-        start = time.monotonic()
+        node.create_subscription(tname, topic, lambda data: rates.add(time.monotonic()), 1000, raw=True)
         try:
-            while not duration or time.monotonic() - start < duration:
-                time.sleep(window)
-                recent = np.diff(np.asarray(stamps[-10000:]))
-                if recent.size:
-                    console.print(
-                        f"average rate: {1.0 / recent.mean():.3f} Hz  min {recent.min():.4f}s max "
-                        f"{recent.max():.4f}s std {recent.std():.5f}s window {recent.size + 1}",
-                        highlight=False,
-                    )
-                else:
-                    console.print("no new messages")
+            for _ in itertools.count() if not duration else range(max(1, round(duration))):
+                time.sleep(1.0)
+                r = rates.report()
+                if r is None:
+                    console.print("no new messages", highlight=False)
+                    continue
+                console.print(
+                    f"average rate: {r['rate']:.3f}\n\tmin: {r['min']:.3f}s max: {r['max']:.3f}s "
+                    f"std dev: {r['std']:.5f}s window: {r['window']}",
+                    highlight=False,
+                )
         except KeyboardInterrupt:
             pass
 

@@ -73,3 +73,50 @@ def test_param_set_and_node_list_and_metrics(bus):
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def test_rate_window_reports_the_last_messages_and_says_when_none_came():
+    from tether._cli_bus import RateWindow
+
+    w = RateWindow(5)
+    assert w.report() is None  # nothing yet
+    for i in range(20):
+        w.add(i * 0.1 if i < 15 else 1.4 + (i - 14) * 0.5)  # 10 Hz, then 2 Hz for the last five
+    r = w.report()
+    # Only the last 5 arrivals count (as ros2's --window): 1.9, 2.4, 2.9, 3.4, 3.9 s.
+    assert r["window"] == 5 and abs(r["rate"] - 2.0) < 1e-9 and abs(r["min"] - 0.5) < 1e-9
+    assert w.report() is None  # no message since the last report: "no new messages", not a stale rate
+    w.add(4.4)
+    assert abs(w.report()["rate"] - 2.0) < 1e-9
+
+
+def test_topic_hz_measures_a_talker_and_notices_it_stop(bus):
+    code = "import sys; from tether.bus.demo import talker_main; talker_main(sys.argv[1:])"
+    talker = subprocess.Popen(
+        [sys.executable, "-c", code, "--ros-args", "-r", "__ns:=/hz", "-p", "rate:=20.0"], env=bus.env
+    )
+    hz = subprocess.Popen(
+        [*TETHER, "topic", "hz", "--duration", "30", "/hz/chatter", "std_msgs/msg/String"],
+        env=bus.env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        rates = []
+        for line in hz.stdout:
+            if line.startswith("average rate:"):
+                rates.append(float(line.split(":")[1]))
+                if len(rates) == 3:
+                    break
+        assert len(rates) == 3
+        assert 10.0 < rates[-1] < 30.0  # 20 Hz, with a noisy machine's margins
+        talker.terminate()
+        talker.wait(timeout=20)
+        # Within a few reports of the talker's end, hz says so instead of repeating the old rate.
+        tail = [next(hz.stdout).strip() for _ in range(4)]
+        assert "no new messages" in tail
+    finally:
+        for p in (talker, hz):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
