@@ -4,7 +4,8 @@ ROLE pub: send `count` messages of `size` bytes as fast as reliable delivery all
 `rate` Hz for latency), then a few end markers. ROLE sub: receive (and, for the Node API,
 deserialise) until the end marker, print one JSON line: received count, seconds from first to
 last message, latency samples in ms (send stamp to callback), CPU seconds of the whole process (every
-thread, Zenoh's included) from first to last message. The publisher prints one JSON line too: CPU
+thread, Zenoh's included) from the first message to the end marker (read there, not per message: a
+clock read per message would add to the path being measured). The publisher prints one JSON line too: CPU
 seconds of its process over its sending loop.
 API node: tether's Node API with tether_msgs/Payload; API raw: zenoh-python with the same CDR bytes.
 """
@@ -40,13 +41,12 @@ def run_sub(api: str, endpoint: str, duration: float) -> None:
     done = False
 
     def seen(sent_ns: int) -> None:
-        nonlocal t_first, t_last, count, cpu_first, cpu_last
+        nonlocal t_first, t_last, count, cpu_first
         now = time.time_ns()
         if t_first is None:
             t_first = now
             cpu_first = time.process_time()
         t_last = now
-        cpu_last = time.process_time()
         count += 1
         if sent_ns:
             lat.append((now - sent_ns) / 1e6)
@@ -59,9 +59,10 @@ def run_sub(api: str, endpoint: str, duration: float) -> None:
         session = zenoh.open(zenoh_config("client", connect=[endpoint]))
 
         def on_sample(sample) -> None:
-            nonlocal done
+            nonlocal done, cpu_last
             data = sample.payload.to_bytes()
             if data == END:
+                cpu_last = time.process_time()
                 done = True
                 return
             # The send stamp sits where the CDR header's stamp is (after the 4-byte encapsulation).
@@ -92,7 +93,8 @@ def run_sub(api: str, endpoint: str, duration: float) -> None:
             seen(s.sec * 1_000_000_000 + s.nanosec)
 
         def on_ctl(msg) -> None:
-            nonlocal done
+            nonlocal done, cpu_last
+            cpu_last = time.process_time()
             done = True
 
         node.create_subscription(Payload, "/bench/data", on_msg, QoSProfile(depth=100_000))
